@@ -1,0 +1,99 @@
+"""Render the dataset card (README.md with YAML front matter) from ``hub_cards/``.
+
+The YAML ``configs:`` block globs each config's shards per split, which is what lets
+``datasets.load_dataset(DIR_OR_REPO, NAME)`` find them; ``default: true`` marks the
+config loaded when no name is given."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pyarrow.parquet as pq
+import yaml
+from jinja2 import FileSystemLoader, StrictUndefined
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from interrupt_bench.config import EpisodeConfig
+from interrupt_bench.data import HUB_DATASET_ID, episode_features
+from interrupt_bench.episodes import GENERATOR_VERSION, generate_episode
+from interrupt_bench.policies import policy_responder
+from interrupt_bench.session import replay
+from interrupt_bench.tasks import FAMILIES, get_family
+
+if TYPE_CHECKING:
+    from dataset_builder.build import BuildReport
+
+HUB_CARDS = Path(__file__).resolve().parents[1] / "hub_cards"
+
+
+def card_environment() -> ImmutableSandboxedEnvironment:
+    return ImmutableSandboxedEnvironment(
+        loader=FileSystemLoader(str(HUB_CARDS)), undefined=StrictUndefined, autoescape=False
+    )
+
+
+def front_matter(configs: Sequence[EpisodeConfig], report: BuildReport, root: Path) -> dict:
+    features = episode_features()._to_yaml_list()
+    cfgs, infos = [], []
+    for config in configs:
+        splits = list(report.counts[config.name])
+        entry = {
+            "config_name": config.name,
+            "data_files": [{"split": s, "path": f"{config.name}/{s}-*"} for s in splits],
+        }
+        if config.name == "default":
+            entry["default"] = True
+        cfgs.append(entry)
+        split_infos = []
+        for s in splits:
+            files = sorted((root / config.name).glob(f"{s}-*.parquet"))
+            split_infos.append(
+                {
+                    "name": s,
+                    "num_bytes": sum(f.stat().st_size for f in files),
+                    "num_examples": sum(pq.read_metadata(f).num_rows for f in files),
+                }
+            )
+        infos.append({"config_name": config.name, "features": features, "splits": split_infos})
+    return {
+        "license": "apache-2.0",
+        "language": ["en", "fr", "es", "de"],
+        "pretty_name": "interrupt-bench",
+        "task_categories": ["text-generation"],
+        "tags": ["multi-turn", "interruption", "llm-evaluation", "synthetic"],
+        "size_categories": ["10K<n<100K"],
+        "configs": cfgs,
+        "dataset_info": infos,
+    }
+
+
+def example_transcript(config: EpisodeConfig, seed: int) -> dict:
+    """The first test episode replayed by the oracle policy: messages, budgets, score."""
+    episode = generate_episode(config, "test", 0, seed)
+    transcript = replay([episode], policy_responder("oracle"))[0]
+    return {
+        "episode": episode,
+        **transcript.to_dict(),
+        "system": transcript.messages()[0]["content"],
+    }
+
+
+def render_dataset_card(configs: Sequence[EpisodeConfig], report: BuildReport, root: Path) -> str:
+    example_config = next((c for c in configs if c.name == "default"), configs[0])
+    families = {name for c in configs for name in c.families}
+    context = {
+        "yaml_header": yaml.safe_dump(
+            front_matter(configs, report, root), sort_keys=False, allow_unicode=True, width=100
+        ).strip(),
+        "configs": configs,
+        "counts": report.counts,
+        "seed": report.seed,
+        "generator_version": GENERATOR_VERSION,
+        "hub_id": HUB_DATASET_ID,
+        "default_config": example_config.name,
+        "families": [get_family(name) for name in sorted(families) if name in FAMILIES],
+        "example": example_transcript(example_config, report.seed),
+    }
+    return card_environment().get_template("dataset_card.md.j2").render(**context).strip() + "\n"

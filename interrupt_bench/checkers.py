@@ -1,0 +1,125 @@
+"""Answer checkers, looked up by the name a task stores.
+
+Lenient where a person grading by hand would be (case, accents, surrounding
+punctuation and quotes, articles, "10.49" vs "10.490", "2, 5, 9" vs "[2 5 9]") and
+strict where it matters: a different number, word or order is wrong."""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from interrupt_bench.tasks import Task
+
+_EDGE_PUNCT = "\"'`“”‘’«»„‚.,!?;:()[]{}<>*_ \t\r\n"
+_LEAD_PUNCT = _EDGE_PUNCT.replace(".", "")
+_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|[-+]?\.\d+")
+_LEAD_IN = re.compile(
+    r"^(?:the\s+(?:final\s+)?answer\s+is|answer\s*:|result\s*:|approximately|approx\.?|about|"
+    r"roughly|around|≈|~|=)\s*",
+    re.IGNORECASE,
+)
+_ARTICLES = {
+    "en": ("the ", "a ", "an ", "to "),
+    "fr": ("le ", "la ", "les ", "l'", "l’", "un ", "une ", "des "),
+    "es": ("el ", "la ", "los ", "las ", "un ", "una ", "unos ", "unas "),
+    "de": ("der ", "die ", "das ", "den ", "dem ", "ein ", "eine ", "einen "),
+}
+_SEPARATORS = re.compile(r"(?:\s*[,;|]\s*|\s+and\s+|\s+)", re.IGNORECASE)
+
+
+def _fold(text: str) -> str:
+    """Unicode-normalise, casefold and drop accents ("Café" == "cafe", "ß" == "ss")."""
+    text = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(ch for ch in text if not unicodedata.combining(ch))
+
+
+def _strip_edges(text: str) -> str:
+    return " ".join(text.strip(_EDGE_PUNCT).split())
+
+
+def parse_number(text: str) -> float | None:
+    """The one number a short answer states, or None when it states none or is unclear.
+
+    Accepts "12", "12.0", " 1,234 ", "−5", "= 10.49", "approximately 10.49", "15%",
+    and "7 + 5 = 12" (the part after the last "="). Rejects "12 or 13"."""
+    text = text.replace("−", "-").replace("–", "-").strip()
+    if "=" in text:
+        text = text.rsplit("=", 1)[1]
+    for _ in range(2):
+        text = _LEAD_IN.sub("", text.strip().lstrip(_LEAD_PUNCT)).strip()
+    text = text.rstrip(_EDGE_PUNCT).rstrip("%").rstrip(_EDGE_PUNCT).lstrip(_LEAD_PUNCT)
+    if not _NUMBER.fullmatch(text):
+        return None
+    try:
+        value = float(text.replace(",", ""))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def check_number(task: Task, response: str) -> bool:
+    got = parse_number(response)
+    want = parse_number(task.answer)
+    if got is None or want is None:
+        return False
+    return abs(got - want) <= task.tolerance + 1e-9 * max(1.0, abs(want))
+
+
+def normalise_text(text: str, language: str = "en") -> str:
+    """Fold case and accents, trim punctuation and quotes, drop one leading article."""
+    text = _fold(_strip_edges(text))
+    for article in _ARTICLES.get(language, ()):
+        folded = _fold(article)
+        if text.startswith(folded) and len(text) > len(folded):
+            text = text[len(folded) :].strip()
+            break
+    return text.replace("ß", "ss")
+
+
+def check_text(task: Task, response: str) -> bool:
+    got = normalise_text(response, task.target_language)
+    if not got:
+        return False
+    options = (task.answer, *task.accepted)
+    return any(got == normalise_text(option, task.target_language) for option in options)
+
+
+def split_items(text: str) -> list[str]:
+    """Items of a list answer: brackets dropped, split on spaces, commas, semicolons, "and"."""
+    text = text.strip().strip("[](){}").strip()
+    return [item.strip(_EDGE_PUNCT) for item in _SEPARATORS.split(text) if item.strip(_EDGE_PUNCT)]
+
+
+def _same_item(got: str, want: str) -> bool:
+    got_num, want_num = parse_number(got), parse_number(want)
+    if want_num is not None:
+        return got_num is not None and got_num == want_num
+    return _fold(got) == _fold(want)
+
+
+def check_sequence(task: Task, response: str) -> bool:
+    got, want = split_items(response), split_items(task.answer)
+    return len(got) == len(want) and all(_same_item(g, w) for g, w in zip(got, want))
+
+
+CHECKERS: dict[str, Callable[[Task, str], bool]] = {
+    "number": check_number,
+    "text": check_text,
+    "sequence": check_sequence,
+}
+
+
+def check(task: Task, response: str) -> bool:
+    """True when ``response`` answers ``task`` correctly. Never raises on any string."""
+    try:
+        fn = CHECKERS[task.checker]
+    except KeyError:
+        raise ValueError(
+            f"task uses unknown checker {task.checker!r}; known: {', '.join(CHECKERS)}"
+        ) from None
+    return bool(fn(task, response))

@@ -1,0 +1,60 @@
+"""Reference policies that pin the metrics end to end (../shared/protocol.md).
+
+*oracle* answers, in order, every earlier task it has not answered yet and then the
+current one; *no-resume* answers only the current task. Both write answer tags only and
+are cut at the budget like any model. Here the cut counts whitespace-separated tokens;
+the lm-eval pack cuts with the evaluated model's tokenizer instead."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from interrupt_bench.episodes import Episode
+from interrupt_bench.session import TurnRequest, TurnResult
+from interrupt_bench.tags import parse_turn
+
+_WORD = re.compile(r"\S+")
+
+
+def cut_to_words(text: str, budget: int) -> TurnResult:
+    """Keep the first ``budget`` whitespace-separated tokens of ``text``, spacing intact."""
+    words = list(_WORD.finditer(text))
+    if len(words) <= budget:
+        return TurnResult(text, cut=False, n_tokens=len(words))
+    kept = text[: words[budget - 1].end()] if budget > 0 else ""
+    return TurnResult(kept, cut=True, n_tokens=budget)
+
+
+def answer_tag(task_id: int, answer: str) -> str:
+    return f"<answer task={task_id}>{answer}</answer>"
+
+
+def oracle_text(episode: Episode, turn: int, previous_outputs: tuple[str, ...]) -> str:
+    answered = {tid for text in previous_outputs for tid, _ in parse_turn(text).answers()}
+    current = min(turn + 1, episode.n_tasks)  # the closing turn has no new task
+    return "\n".join(
+        answer_tag(k, episode.tasks[k - 1].answer)
+        for k in range(1, current + 1)
+        if k not in answered
+    )
+
+
+def no_resume_text(episode: Episode, turn: int, previous_outputs: tuple[str, ...]) -> str:
+    if turn >= episode.n_tasks:
+        return ""
+    return answer_tag(turn + 1, episode.tasks[turn].answer)
+
+
+Policy = Callable[[Episode, int, tuple[str, ...]], str]
+POLICIES: dict[str, Policy] = {"oracle": oracle_text, "no_resume": no_resume_text}
+
+
+def policy_responder(policy: str | Policy) -> Callable[[list[TurnRequest]], list[TurnResult]]:
+    """A replay responder that writes the policy's text and cuts it at the budget."""
+    fn = POLICIES[policy] if isinstance(policy, str) else policy
+
+    def respond(requests: list[TurnRequest]) -> list[TurnResult]:
+        return [cut_to_words(fn(r.episode, r.turn, r.previous_outputs), r.budget) for r in requests]
+
+    return respond

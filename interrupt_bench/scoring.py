@@ -1,0 +1,200 @@
+"""The metrics of ../shared/protocol.md for one episode, and how they aggregate.
+
+turn(k) is the assistant turn right after question k (index k-1); the closing turn, if
+any, comes last. Tags naming a task not asked yet at that turn (or no task at all) are
+ignored for scoring. Each metric is defined once, here."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from interrupt_bench.episodes import Episode
+from interrupt_bench.tags import ParsedTurn, parse_turn
+
+# Metrics that are a mean over episodes of a per-episode value.
+MEAN_METRICS = ("accuracy", "reattempts", "reattempt_rate", "answer_rate", "format_rate")
+# Metrics that are a ratio of sums over all tasks (episodes with nothing to count do not count).
+RATIO_METRICS = ("resumption_rate",)
+
+
+@dataclass(frozen=True)
+class TaskVerdict:
+    """Why a task scored as it did, for transcripts a person reads."""
+
+    task_id: int
+    family: str
+    kind: str
+    expected: str
+    final_answer: str | None
+    correct: bool
+    answered_in_own_turn: bool
+    answered_later: bool
+    attempt_turns: tuple[int, ...]  # 1-based assistant turns with an attempt at this task
+
+    @property
+    def answered(self) -> bool:
+        return self.answered_in_own_turn or self.answered_later
+
+    def reattempted(self) -> bool:
+        return any(t > self.task_id for t in self.attempt_turns)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "family": self.family,
+            "kind": self.kind,
+            "expected": self.expected,
+            "final_answer": self.final_answer,
+            "correct": self.correct,
+            "answered_in_own_turn": self.answered_in_own_turn,
+            "answered_later": self.answered_later,
+            "attempt_turns": list(self.attempt_turns),
+        }
+
+
+@dataclass(frozen=True)
+class EpisodeScore:
+    n_tasks: int
+    correct: int
+    reattempts: int
+    answered: int
+    resumption_num: int  # tasks unanswered in their own turn that get an answer later
+    resumption_den: int  # tasks unanswered in their own turn
+    well_formed_turns: int
+    n_turns: int
+    verdicts: tuple[TaskVerdict, ...]
+    turn_problems: tuple[tuple[str, ...], ...]
+    family_counts: dict[str, tuple[int, int]] = field(default_factory=dict)  # correct, total
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.n_tasks
+
+    @property
+    def reattempt_rate(self) -> float:
+        return self.reattempts / self.n_tasks
+
+    @property
+    def answer_rate(self) -> float:
+        return self.answered / self.n_tasks
+
+    @property
+    def format_rate(self) -> float:
+        return self.well_formed_turns / self.n_turns if self.n_turns else 1.0
+
+    @property
+    def resumption_rate(self) -> float:
+        """This episode's ratio; NaN when no task needed resuming (aggregate with sums)."""
+        return self.resumption_num / self.resumption_den if self.resumption_den else math.nan
+
+    def metrics(self) -> dict[str, float]:
+        out = {
+            "accuracy": self.accuracy,
+            "reattempts": float(self.reattempts),
+            "reattempt_rate": self.reattempt_rate,
+            "answer_rate": self.answer_rate,
+            "resumption_rate": self.resumption_rate,
+            "format_rate": self.format_rate,
+        }
+        for family, (correct, total) in sorted(self.family_counts.items()):
+            out[f"accuracy_{family}"] = correct / total
+        return out
+
+
+def score_episode(
+    episode: Episode, outputs: Sequence[str], cut: Sequence[bool] | None = None
+) -> EpisodeScore:
+    """Score the assistant turns of one episode (one string per turn, closing turn last).
+
+    ``cut[i]`` says whether turn i was stopped by its budget (unknown: assume it was)."""
+    n, n_turns = episode.n_tasks, episode.n_turns
+    if len(outputs) != n_turns:
+        raise ValueError(
+            f"episode {episode.episode_id} has {n_turns} assistant turns "
+            f"({n} questions{' + closing' if episode.closing_budget else ''}), "
+            f"got {len(outputs)} outputs"
+        )
+    cut = list(cut) if cut is not None else [True] * n_turns
+    parsed: list[ParsedTurn] = [parse_turn(text, c) for text, c in zip(outputs, cut)]
+
+    verdicts = []
+    family_counts: dict[str, tuple[int, int]] = {}
+    for k, task in enumerate(episode.tasks, start=1):
+        own = k - 1  # index of turn(k)
+        attempt_turns, final, in_own, later = [], None, False, False
+        for i in range(own, n_turns):
+            if k in parsed[i].attempted():
+                attempt_turns.append(i + 1)
+            for task_id, content in parsed[i].answers():
+                if task_id == k:
+                    final = content
+                    in_own |= i == own
+                    later |= i > own
+        correct = final is not None and task.check(final)
+        verdicts.append(
+            TaskVerdict(
+                k,
+                task.family,
+                task.kind,
+                task.answer,
+                final,
+                correct,
+                in_own,
+                later,
+                tuple(attempt_turns),
+            )
+        )
+        c, t = family_counts.get(task.family, (0, 0))
+        family_counts[task.family] = (c + int(correct), t + 1)
+
+    unanswered_own = [v for v in verdicts if not v.answered_in_own_turn]
+    return EpisodeScore(
+        n_tasks=n,
+        correct=sum(v.correct for v in verdicts),
+        reattempts=sum(v.reattempted() for v in verdicts),
+        answered=sum(v.answered for v in verdicts),
+        resumption_num=sum(v.answered_later for v in unanswered_own),
+        resumption_den=len(unanswered_own),
+        well_formed_turns=sum(p.well_formed for p in parsed),
+        n_turns=n_turns,
+        verdicts=tuple(verdicts),
+        turn_problems=tuple(p.problems for p in parsed),
+        family_counts=family_counts,
+    )
+
+
+def mean_stderr(values: Iterable[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (sample std / sqrt(n)); stderr NaN for n < 2."""
+    xs = [float(v) for v in values]
+    if not xs:
+        return math.nan, math.nan
+    mean = sum(xs) / len(xs)
+    if len(xs) < 2:
+        return mean, math.nan
+    var = sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)
+    return mean, math.sqrt(var / len(xs))
+
+
+def ratio_of_sums(pairs: Iterable[tuple[float, float]]) -> float:
+    """Sum of numerators over sum of denominators; NaN when nothing was counted."""
+    num = den = 0.0
+    for a, b in pairs:
+        num, den = num + a, den + b
+    return num / den if den else math.nan
+
+
+def aggregate(scores: Sequence[EpisodeScore]) -> dict[str, float]:
+    """Report-level numbers: means (with `_stderr`) and the ratio-of-sums metrics."""
+    out: dict[str, float] = {"episodes": float(len(scores))}
+    for name in MEAN_METRICS:
+        out[name], out[f"{name}_stderr"] = mean_stderr(getattr(s, name) for s in scores)
+    out["resumption_rate"] = ratio_of_sums((s.resumption_num, s.resumption_den) for s in scores)
+    families = sorted({f for s in scores for f in s.family_counts})
+    for family in families:
+        out[f"accuracy_{family}"] = ratio_of_sums(
+            s.family_counts[family] for s in scores if family in s.family_counts
+        )
+    return out

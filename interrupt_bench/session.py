@@ -1,0 +1,141 @@
+"""The session replay loop shared by the lm-eval hook, the training rollouts and the
+reference policies.
+
+Replay is turn-synchronous: at turn t every episode still running sends its request,
+and a *responder* answers the whole batch at once (one ``generate_until`` call, one
+``model.generate`` call, or a scripted policy). Budget-0 turns never reach the
+responder: the model gets no tokens, its message is empty and the next question follows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from interrupt_bench import prompts
+from interrupt_bench.episodes import Episode
+from interrupt_bench.scoring import EpisodeScore, score_episode
+
+
+@dataclass(frozen=True)
+class TurnRequest:
+    """What a responder must answer: continue ``messages`` with at most ``budget`` tokens."""
+
+    episode: Episode
+    turn: int  # 0-based; turn == n_tasks is the closing turn
+    messages: list[dict[str, str]]  # system?, user, assistant, …, user (this turn's)
+    budget: int
+    previous_outputs: tuple[str, ...]  # this episode's assistant texts so far, as cut
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    text: str
+    cut: bool  # stopped by the budget rather than by the model
+    n_tokens: int | None = None  # in the responder's own tokenizer, when it knows
+
+
+Responder = Callable[[list[TurnRequest]], list[TurnResult]]
+
+
+@dataclass
+class Transcript:
+    """One replayed episode: every turn's message, budget and output, and its score."""
+
+    episode: Episode
+    outputs: list[str] = field(default_factory=list)
+    cut: list[bool] = field(default_factory=list)
+    n_tokens: list[int | None] = field(default_factory=list)
+
+    def score(self) -> EpisodeScore:
+        return score_episode(self.episode, self.outputs, self.cut)
+
+    def messages(self, system: bool = True) -> list[dict[str, str]]:
+        return conversation(self.episode, self.outputs, system=system, next_user=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        score = self.score()
+        budgets = self.episode.turn_budgets()
+        return {
+            "episode_id": self.episode.episode_id,
+            "turns": [
+                {
+                    "turn": i + 1,
+                    "user": user_message(self.episode, i),
+                    "budget": budgets[i],
+                    "output": self.outputs[i],
+                    "cut": self.cut[i],
+                    "output_tokens": self.n_tokens[i],
+                    "format_problems": list(score.turn_problems[i]),
+                }
+                for i in range(len(self.outputs))
+            ],
+            "verdicts": [v.to_dict() for v in score.verdicts],
+            "metrics": score.metrics(),
+        }
+
+
+def user_message(episode: Episode, turn: int) -> str:
+    """The user message that opens assistant turn ``turn`` (0-based)."""
+    if turn < episode.n_tasks:
+        return prompts.question_message(turn + 1, episode.tasks[turn].question)
+    if turn == episode.n_tasks and episode.closing_budget > 0:
+        return prompts.closing_message(episode.n_tasks)
+    raise IndexError(f"episode {episode.episode_id} has no turn {turn}")
+
+
+def conversation(
+    episode: Episode, outputs: Sequence[str], system: bool = True, next_user: bool = True
+) -> list[dict[str, str]]:
+    """Chat messages: the system prompt, then user/assistant pairs for the turns done,
+    then (``next_user``) the user message of the next turn. Empty assistant messages are
+    kept so strict user/assistant alternation always holds."""
+    messages = (
+        [{"role": "system", "content": prompts.system_prompt(episode.n_tasks)}] if system else []
+    )
+    for i, text in enumerate(outputs):
+        messages.append({"role": "user", "content": user_message(episode, i)})
+        messages.append({"role": "assistant", "content": text})
+    if next_user and len(outputs) < episode.n_turns:
+        messages.append({"role": "user", "content": user_message(episode, len(outputs))})
+    return messages
+
+
+def replay(
+    episodes: Sequence[Episode],
+    responder: Responder,
+    *,
+    system: bool = True,
+    on_turn: Callable[[int, int], None] | None = None,
+) -> list[Transcript]:
+    """Replay every episode against ``responder``, one batched call per turn index."""
+    transcripts = [Transcript(ep) for ep in episodes]
+    max_turns = max((ep.n_turns for ep in episodes), default=0)
+    for t in range(max_turns):
+        live = [tr for tr in transcripts if t < tr.episode.n_turns]
+        asks = [tr for tr in live if tr.episode.turn_budgets()[t] > 0]
+        requests = [
+            TurnRequest(
+                episode=tr.episode,
+                turn=t,
+                messages=conversation(tr.episode, tr.outputs, system=system),
+                budget=tr.episode.turn_budgets()[t],
+                previous_outputs=tuple(tr.outputs),
+            )
+            for tr in asks
+        ]
+        results = responder(requests) if requests else []
+        if len(results) != len(requests):
+            raise RuntimeError(
+                f"responder returned {len(results)} results for {len(requests)} requests "
+                f"at turn {t + 1}"
+            )
+        answered = {id(tr): res for tr, res in zip(asks, results)}
+        for tr in live:
+            res = answered.get(id(tr), TurnResult("", cut=True, n_tokens=0))
+            tr.outputs.append(res.text)
+            tr.cut.append(res.cut)
+            tr.n_tokens.append(res.n_tokens)
+        if on_turn is not None:
+            on_turn(t + 1, max_turns)
+    return transcripts

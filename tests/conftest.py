@@ -1,0 +1,28 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from dataset_builder import build_dataset
+from interrupt_bench.config import get_config
+
+SMALL = {"train": 30, "validation": 10, "test": 20}
+SMALL_CONFIGS = ("default", "tasks2_budget0to50", "tasks10_budget50to200")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_hf_cache(tmp_path_factory, monkeypatch):
+    """Each test's datasets cache is its own, so no test sees another's cached files."""
+    cache = tmp_path_factory.mktemp("hf_cache")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache / "datasets"))
+    monkeypatch.setenv("HF_HOME", str(cache / "home"))
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "interrupt_bench"
+    build_dataset(out, [get_config(n) for n in SMALL_CONFIGS], sizes=SMALL, progress=False)
+    return out

@@ -1,0 +1,40 @@
+import pytest
+
+from interrupt_bench.config import CONFIGS, GRID_INTERVALS, GRID_TASKS, EpisodeConfig, get_config
+from interrupt_bench.errors import ConfigError
+
+
+def test_shipped_configs():
+    default = get_config("default")
+    assert (default.n_tasks, default.budget_lo, default.budget_hi, default.closing_budget) == (
+        5,
+        0,
+        100,
+        100,
+    )
+    assert len(CONFIGS) == 1 + len(GRID_TASKS) * len(GRID_INTERVALS) >= 10
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"budget_lo": 50, "budget_hi": 10}, "inverted"),
+        ({"budget_lo": -1}, "negative"),
+        ({"n_tasks": 0}, "at least 1 task"),
+        ({"closing_budget": -5}, "closing_budget"),
+        ({"families": ("math", "poetry")}, "unknown task family 'poetry'"),
+        ({"families": ()}, "families"),
+        ({"difficulty": 7}, "difficulty"),
+        ({"n_tasks": "5"}, "must be an integer"),
+        ({"name": "bad name"}, "name"),
+        ({"split_sizes": {"dev": 3}}, "unknown split"),
+    ],
+)
+def test_bad_config_values_name_the_field(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        EpisodeConfig(**{"name": "x", **changes})
+
+
+def test_unknown_config_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="shipped configs: default"):
+        get_config("nope")

@@ -1,0 +1,59 @@
+"""Reference policies pin the metrics end to end (protocol: Reference policies)."""
+
+import pytest
+
+from interrupt_bench.config import get_config
+from interrupt_bench.episodes import generate_split
+from interrupt_bench.policies import cut_to_words, policy_responder
+from interrupt_bench.scoring import aggregate
+from interrupt_bench.session import replay
+
+
+def _scores(config, policy, n=40):
+    episodes = generate_split(config, "test", n)
+    return [t.score() for t in replay(episodes, policy_responder(policy))]
+
+
+@pytest.mark.parametrize("name", ["default", "tasks10_budget0to50", "tasks2_budget50to200"])
+def test_oracle_with_ample_budgets_is_perfect(name):
+    config = get_config(name).replace(budget_lo=500, budget_hi=500)
+    scores = _scores(config, "oracle")
+    assert all(s.accuracy == 1.0 and s.format_rate == 1.0 for s in scores)
+    assert all(s.reattempts == 0 for s in scores)  # nothing left to come back to
+
+
+def test_oracle_catches_up_in_the_closing_turn():
+    config = get_config("default").replace(budget_lo=0, budget_hi=0, closing_budget=1000)
+    scores = _scores(config, "oracle")
+    assert all(s.accuracy == 1.0 for s in scores)
+    assert all(s.reattempts == s.n_tasks for s in scores)
+    assert aggregate(scores)["resumption_rate"] == 1.0
+
+
+@pytest.mark.parametrize("name", ["default", "tasks5_budget0to50", "tasks10_budget50to200"])
+def test_no_resume_never_reattempts(name):
+    assert all(s.reattempts == 0 for s in _scores(get_config(name), "no_resume"))
+
+
+def test_no_resume_with_zero_budgets_and_no_closing_turn_scores_zero():
+    config = get_config("default").replace(budget_lo=0, budget_hi=0, closing_budget=0)
+    scores = _scores(config, "no_resume")
+    assert all(s.accuracy == 0.0 and s.n_turns == s.n_tasks for s in scores)
+
+
+def test_oracle_beats_no_resume_on_default():
+    config = get_config("default")
+    oracle = aggregate(_scores(config, "oracle", 100))
+    none = aggregate(_scores(config, "no_resume", 100))
+    assert oracle["accuracy"] > none["accuracy"]
+    assert oracle["reattempts"] > 0 == none["reattempts"]
+
+
+def test_cut_to_words_keeps_spacing_and_counts():
+    text = "<answer task=1>12</answer>\n<answer task=2>hello world</answer>"
+    assert cut_to_words(text, 0).text == ""
+    assert cut_to_words(text, 2).text == "<answer task=1>12</answer>"
+    assert cut_to_words(text, 3).text == "<answer task=1>12</answer>\n<answer"
+    assert cut_to_words(text, 3).cut and cut_to_words(text, 3).n_tokens == 3
+    full = cut_to_words(text, 99)
+    assert full.text == text and not full.cut and full.n_tokens == 5
