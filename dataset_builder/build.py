@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from interrupt_bench.config import SPLITS, EpisodeConfig
-from interrupt_bench.data import episode_features
+from interrupt_bench.dataset import episode_features
 from interrupt_bench.episodes import DEFAULT_SEED, GENERATOR_VERSION, generate_split
 from interrupt_bench.errors import InterruptBenchError
 

@@ -16,7 +16,7 @@ from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from interrupt_bench.config import EpisodeConfig
-from interrupt_bench.data import HUB_DATASET_ID, episode_features
+from interrupt_bench.dataset import HUB_DATASET_ID, episode_features
 from interrupt_bench.episodes import GENERATOR_VERSION, generate_episode
 from interrupt_bench.policies import policy_responder
 from interrupt_bench.session import replay
@@ -30,12 +30,15 @@ HUB_CARDS = Path(__file__).resolve().parents[1] / "hub_cards"
 
 def card_environment() -> ImmutableSandboxedEnvironment:
     return ImmutableSandboxedEnvironment(
-        loader=FileSystemLoader(str(HUB_CARDS)), undefined=StrictUndefined, autoescape=False
+        loader=FileSystemLoader(str(HUB_CARDS)),
+        undefined=StrictUndefined,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
 
 
 def front_matter(configs: Sequence[EpisodeConfig], report: BuildReport, root: Path) -> dict:
-    features = episode_features()._to_yaml_list()
     cfgs, infos = [], []
     for config in configs:
         splits = list(report.counts[config.name])
@@ -56,6 +59,8 @@ def front_matter(configs: Sequence[EpisodeConfig], report: BuildReport, root: Pa
                     "num_examples": sum(pq.read_metadata(f).num_rows for f in files),
                 }
             )
+        # A fresh features list per config: a shared object would be dumped as a YAML anchor.
+        features = episode_features()._to_yaml_list()
         infos.append({"config_name": config.name, "features": features, "splits": split_infos})
     return {
         "license": "apache-2.0",
@@ -69,15 +74,13 @@ def front_matter(configs: Sequence[EpisodeConfig], report: BuildReport, root: Pa
     }
 
 
-def example_transcript(config: EpisodeConfig, seed: int) -> dict:
-    """The first test episode replayed by the oracle policy: messages, budgets, score."""
-    episode = generate_episode(config, "test", 0, seed)
-    transcript = replay([episode], policy_responder("oracle"))[0]
-    return {
-        "episode": episode,
-        **transcript.to_dict(),
-        "system": transcript.messages()[0]["content"],
-    }
+def example_transcript(config: EpisodeConfig, seed: int, search: int = 50) -> dict:
+    """A test episode replayed by the oracle policy: the first of the first ``search``
+    in which the budget cuts an answer that the oracle then resumes (else episode 0)."""
+    episodes = [generate_episode(config, "test", i, seed) for i in range(search)]
+    transcripts = replay(episodes, policy_responder("oracle"))
+    chosen = next((t for t in transcripts if t.score().reattempts > 0), transcripts[0])
+    return {**chosen.to_dict(), "system": chosen.messages()[0]["content"]}
 
 
 def render_dataset_card(configs: Sequence[EpisodeConfig], report: BuildReport, root: Path) -> str:

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from interrupt_bench.data import load_episodes, load_rows
+from interrupt_bench.dataset import load_episodes, load_rows
 from interrupt_bench.errors import DatasetError
 from interrupt_bench.policies import POLICIES, policy_responder
 from interrupt_bench.scoring import aggregate

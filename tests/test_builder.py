@@ -17,7 +17,7 @@ from dataset_builder import build_dataset
 from dataset_builder.build import BuildError
 from dataset_builder.hub import HubError, push_to_hub
 from interrupt_bench.config import CONFIGS, get_config
-from interrupt_bench.data import load_episodes
+from interrupt_bench.dataset import load_episodes
 from interrupt_bench.episodes import Episode, generate_episode
 from interrupt_bench.errors import DatasetError
 
