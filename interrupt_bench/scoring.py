@@ -105,11 +105,11 @@ class EpisodeScore:
 
 
 def score_episode(
-    episode: Episode, outputs: Sequence[str], cut: Sequence[bool] | None = None
+    episode: Episode, outputs: Sequence[str], cut: Sequence[bool | None] | None = None
 ) -> EpisodeScore:
     """Score the assistant turns of one episode (one string per turn, closing turn last).
 
-    ``cut[i]`` says whether turn i was stopped by its budget (unknown: assume it was)."""
+    ``cut[i]`` says whether turn i was stopped by its budget (None, unknown: assume it was)."""
     n, n_turns = episode.n_tasks, episode.n_turns
     if len(outputs) != n_turns:
         raise ValueError(
@@ -117,7 +117,7 @@ def score_episode(
             f"({n} questions{' + closing' if episode.closing_budget else ''}), "
             f"got {len(outputs)} outputs"
         )
-    cut = list(cut) if cut is not None else [True] * n_turns
+    cut = [c is not False for c in cut] if cut is not None else [True] * n_turns
     parsed: list[ParsedTurn] = [parse_turn(text, c) for text, c in zip(outputs, cut)]
 
     verdicts = []
@@ -163,6 +163,31 @@ def score_episode(
         verdicts=tuple(verdicts),
         turn_problems=tuple(p.problems for p in parsed),
         family_counts=family_counts,
+    )
+
+
+def merge_scores(scores: Sequence[EpisodeScore]) -> EpisodeScore:
+    """One score for several sessions that together ask one episode's tasks (the
+    single-task control): counts add up, so ratios are over all their tasks and turns."""
+    if not scores:
+        raise ValueError("merge_scores needs at least one score")
+    families: dict[str, tuple[int, int]] = {}
+    for s in scores:
+        for family, (c, t) in s.family_counts.items():
+            fc, ft = families.get(family, (0, 0))
+            families[family] = (fc + c, ft + t)
+    return EpisodeScore(
+        n_tasks=sum(s.n_tasks for s in scores),
+        correct=sum(s.correct for s in scores),
+        reattempts=sum(s.reattempts for s in scores),
+        answered=sum(s.answered for s in scores),
+        resumption_num=sum(s.resumption_num for s in scores),
+        resumption_den=sum(s.resumption_den for s in scores),
+        well_formed_turns=sum(s.well_formed_turns for s in scores),
+        n_turns=sum(s.n_turns for s in scores),
+        verdicts=tuple(v for s in scores for v in s.verdicts),
+        turn_problems=tuple(p for s in scores for p in s.turn_problems),
+        family_counts=families,
     )
 
 

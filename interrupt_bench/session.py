@@ -26,12 +26,13 @@ class TurnRequest:
     messages: list[dict[str, str]]  # system?, user, assistant, …, user (this turn's)
     budget: int
     previous_outputs: tuple[str, ...]  # this episode's assistant texts so far, as cut
+    session: int = 0  # position of the episode in the list given to ``replay``
 
 
 @dataclass(frozen=True)
 class TurnResult:
     text: str
-    cut: bool  # stopped by the budget rather than by the model
+    cut: bool | None  # stopped by the budget rather than by the model; None: unknown
     n_tokens: int | None = None  # in the responder's own tokenizer, when it knows
 
 
@@ -44,7 +45,7 @@ class Transcript:
 
     episode: Episode
     outputs: list[str] = field(default_factory=list)
-    cut: list[bool] = field(default_factory=list)
+    cut: list[bool | None] = field(default_factory=list)
     n_tokens: list[int | None] = field(default_factory=list)
 
     def score(self) -> EpisodeScore:
@@ -110,6 +111,7 @@ def replay(
 ) -> list[Transcript]:
     """Replay every episode against ``responder``, one batched call per turn index."""
     transcripts = [Transcript(ep) for ep in episodes]
+    position = {id(tr): i for i, tr in enumerate(transcripts)}
     max_turns = max((ep.n_turns for ep in episodes), default=0)
     for t in range(max_turns):
         live = [tr for tr in transcripts if t < tr.episode.n_turns]
@@ -121,6 +123,7 @@ def replay(
                 messages=conversation(tr.episode, tr.outputs, system=system),
                 budget=tr.episode.turn_budgets()[t],
                 previous_outputs=tuple(tr.outputs),
+                session=position[id(tr)],
             )
             for tr in asks
         ]

@@ -1,0 +1,178 @@
+"""Multi-turn generation for lm-evaluation-harness, without a fork.
+
+lm-eval sends a task's Instances to ``getattr(lm, instance.request_type)``. The task pack
+emits Instances of its own type, ``interrupt_session``, and :func:`install` gives every
+``lm_eval.api.model.LM`` a method of that name. The method replays all sessions of the
+call turn by turn through the one method every backend implements, ``generate_until``:
+at turn t, the requests of every session still running go out in a single call, each
+with ``max_gen_toks`` set to that turn's budget (tokens of the evaluated model), so
+lm-eval's own batching, progress bar and response cache apply. Budget-0 turns skip the
+model. The cut text stays in the conversation and the next question follows.
+
+``args`` of an Instance: ``(episode row as JSON, settings)``; settings hold the
+condition (interrupted / nocut / single), the budget cap of the controls, whether to use
+the model's chat template, the ``--system_instruction`` and the generation kwargs."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from interrupt_bench import prompts
+from interrupt_bench.controls import GENEROUS_CAP, sessions_for
+from interrupt_bench.episodes import Episode
+from interrupt_bench.session import Transcript, TurnRequest, TurnResult, replay
+
+REQUEST_TYPE = "interrupt_session"
+STOP_SEQUENCES = ["<question"]
+log = logging.getLogger("interrupt_bench")
+
+
+def install() -> None:
+    """Give every lm-eval LM the ``interrupt_session`` method (idempotent)."""
+    from lm_eval.api.model import LM
+
+    if getattr(LM, REQUEST_TYPE, None) is not interrupt_session:
+        setattr(LM, REQUEST_TYPE, interrupt_session)
+
+
+def request_args(episode_row: dict[str, Any], settings: dict[str, Any]) -> tuple[str, dict]:
+    """The Instance arguments for one episode: JSON text first (lm-eval hashes it)."""
+    return json.dumps(episode_row, ensure_ascii=False, sort_keys=True), dict(settings)
+
+
+def count_tokens(lm: Any, text: str) -> int | None:
+    """Tokens of ``text`` in the evaluated model's tokenizer, or None when it has none."""
+    tokenizer = getattr(lm, "tokenizer", None)
+    if tokenizer is None or not hasattr(tokenizer, "encode"):
+        return None
+    try:
+        return len(tokenizer.encode(text, add_special_tokens=False))
+    except TypeError:  # tiktoken and other encoders without that keyword
+        return len(tokenizer.encode(text))
+
+
+def render_prompt(lm: Any, messages: list[dict[str, str]], chat: bool) -> str:
+    """The exact prompt for ``generate_until``: the model's chat template, or plain text."""
+    if not chat:
+        return prompts.plain_transcript(messages)
+    rendered = lm.apply_chat_template(messages, add_generation_prompt=True)
+    system = messages[0]["content"] if messages[0]["role"] == "system" else None
+    if system and system[:60] not in str(rendered):
+        # The template dropped the system role (some do): fold it into the first user turn.
+        merged = [dict(m) for m in messages[1:]]
+        merged[0]["content"] = f"{system}\n\n{merged[0]['content']}"
+        rendered = lm.apply_chat_template(merged, add_generation_prompt=True)
+    return rendered
+
+
+class _Responder:
+    """Answers one turn of many sessions with one ``generate_until`` call."""
+
+    def __init__(self, lm: Any, settings: Sequence[dict[str, Any]]):
+        self.lm = lm
+        self.settings = settings  # per session
+        self.prompts: dict[tuple[int, int], str] = {}  # (session, turn) -> prompt sent
+        hook = getattr(lm, "cache_hook", None)
+        self.cache = getattr(hook, "dbdict", None)  # set by --use_cache
+
+    def _messages(self, request: TurnRequest) -> list[dict[str, str]]:
+        messages = [dict(m) for m in request.messages]
+        instruction = self.settings[request.session].get("system_instruction")
+        if instruction and messages[0]["role"] == "system":
+            messages[0]["content"] = f"{instruction}\n\n{messages[0]['content']}"
+        return messages
+
+    def __call__(self, requests: list[TurnRequest]) -> list[TurnResult]:
+        from lm_eval.api.instance import Instance
+        from lm_eval.api.model import hash_args
+
+        instances, results, todo = [], [None] * len(requests), []
+        for i, request in enumerate(requests):
+            settings = self.settings[request.session]
+            prompt = render_prompt(self.lm, self._messages(request), settings["chat"])
+            self.prompts[(request.session, request.turn)] = str(prompt)
+            gen_kwargs = {
+                "until": list(STOP_SEQUENCES),
+                "do_sample": False,
+                **settings.get("generation_kwargs", {}),
+                "max_gen_toks": request.budget,
+            }
+            args = (prompt, gen_kwargs)
+            key = hash_args("generate_until", args)
+            if self.cache is not None and not gen_kwargs.get("do_sample") and key in self.cache:
+                results[i] = self.cache[key]
+                continue
+            todo.append(i)
+            instances.append(
+                Instance(
+                    request_type="generate_until",
+                    doc={"episode_id": request.episode.episode_id, "turn": request.turn + 1},
+                    arguments=args,
+                    idx=0,
+                    metadata=("interrupt_bench", request.session, 1),
+                )
+            )
+        if instances:
+            outputs = self.lm.generate_until(instances)
+            if len(outputs) != len(instances):
+                raise RuntimeError(
+                    f"{type(self.lm).__name__}.generate_until returned {len(outputs)} outputs "
+                    f"for {len(instances)} requests"
+                )
+            for i, out in zip(todo, outputs):
+                results[i] = out
+        turn_results = []
+        for request, text in zip(requests, results):
+            if not isinstance(text, str):
+                raise RuntimeError(
+                    f"the model returned {type(text).__name__} instead of text for "
+                    f"{request.episode.episode_id} turn {request.turn + 1}"
+                )
+            n = count_tokens(self.lm, text)
+            turn_results.append(TurnResult(text, None if n is None else n >= request.budget, n))
+        return turn_results
+
+
+def _transcript_record(transcript: Transcript, prompts_sent: dict, session: int) -> dict:
+    record = transcript.to_dict()
+    for turn in record["turns"]:
+        turn["prompt"] = prompts_sent.get((session, turn["turn"] - 1))
+    record["outputs"] = list(transcript.outputs)
+    record["cut"] = list(transcript.cut)
+    record["budgets"] = transcript.episode.turn_budgets()
+    record["row"] = transcript.episode.to_row()
+    return record
+
+
+def interrupt_session(self: Any, requests: list[Any]) -> list[dict[str, Any]]:
+    """``LM.interrupt_session``: replay every requested episode; one result per request
+    (lm-eval pads ranks by repeating Instances, so repeats share one replay)."""
+    unique: dict[int, Any] = {}
+    for req in requests:
+        unique.setdefault(id(req), req)
+    episodes: list[Episode] = []
+    settings: list[dict[str, Any]] = []
+    owner: list[int] = []  # request id per session
+    for req in unique.values():
+        row_json, req_settings = req.args
+        episode = Episode.from_row(json.loads(row_json))
+        cap = int(req_settings.get("budget_cap", GENEROUS_CAP))
+        for session in sessions_for(episode, req_settings.get("condition", "interrupted"), cap):
+            episodes.append(session)
+            settings.append(req_settings)
+            owner.append(id(req))
+    responder = _Responder(self, settings)
+    n_turns = max((e.n_turns for e in episodes), default=0)
+    log.info("interrupt_bench: replaying %d sessions over %d turns", len(episodes), n_turns)
+
+    def on_turn(turn: int, total: int) -> None:
+        log.info("interrupt_bench: turn %d/%d done", turn, total)
+
+    transcripts = replay(episodes, responder, on_turn=on_turn)
+    by_request: dict[int, list[dict]] = {rid: [] for rid in unique}
+    for i, (rid, transcript) in enumerate(zip(owner, transcripts)):
+        by_request[rid].append(_transcript_record(transcript, responder.prompts, i))
+    return [{"sessions": by_request[id(req)]} for req in requests]
