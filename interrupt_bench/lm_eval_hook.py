@@ -100,6 +100,7 @@ class _Responder:
                 **settings.get("generation_kwargs", {}),
                 "max_gen_toks": request.budget,
             }
+            gen_kwargs["until"] = list(gen_kwargs["until"] or STOP_SEQUENCES)
             args = (prompt, gen_kwargs)
             key = hash_args("generate_until", args)
             if self.cache is not None and not gen_kwargs.get("do_sample") and key in self.cache:
@@ -147,9 +148,13 @@ def _transcript_record(transcript: Transcript, prompts_sent: dict, session: int)
     return record
 
 
-def interrupt_session(self: Any, requests: list[Any]) -> list[dict[str, Any]]:
+def interrupt_session(self: Any, requests: list[Any]) -> list[str]:
     """``LM.interrupt_session``: replay every requested episode; one result per request
-    (lm-eval pads ranks by repeating Instances, so repeats share one replay)."""
+    (lm-eval pads ranks by repeating Instances, so repeats share one replay).
+
+    Each result is JSON text ``{"sessions": [transcript, …]}`` (one session, or one per
+    task for the single-task control): lm-eval logs responses as strings, so JSON keeps
+    the ``--log_samples`` transcripts machine-readable."""
     unique: dict[int, Any] = {}
     for req in requests:
         unique.setdefault(id(req), req)
@@ -175,4 +180,4 @@ def interrupt_session(self: Any, requests: list[Any]) -> list[dict[str, Any]]:
     by_request: dict[int, list[dict]] = {rid: [] for rid in unique}
     for i, (rid, transcript) in enumerate(zip(owner, transcripts)):
         by_request[rid].append(_transcript_record(transcript, responder.prompts, i))
-    return [{"sessions": by_request[id(req)]} for req in requests]
+    return [json.dumps({"sessions": by_request[id(req)]}, ensure_ascii=False) for req in requests]

@@ -10,6 +10,7 @@ from dataset_builder import build_dataset
 from interrupt_bench.config import get_config
 
 SMALL = {"train": 30, "validation": 10, "test": 20}
+ROOT = Path(__file__).resolve().parents[1]
 SMALL_CONFIGS = ("default", "tasks2_budget0to50", "tasks10_budget50to200")
 
 
@@ -26,3 +27,11 @@ def small_dataset(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("data") / "interrupt_bench"
     build_dataset(out, [get_config(n) for n in SMALL_CONFIGS], sizes=SMALL, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """An untrained Llama with a trained tokenizer and a strict chat template."""
+    from interrupt_bench.tiny_model import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama")

@@ -5,6 +5,7 @@ session loop, prompts and scorer all come from the ``interrupt_bench`` core pack
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 import datasets
@@ -51,7 +52,7 @@ class InterruptBenchTask(ConfigurableTask):
         gen = {
             k: v
             for k, v in (self.config.generation_kwargs or {}).items()
-            if k not in ("until", "max_gen_toks")
+            if k != "max_gen_toks"  # each turn's budget replaces it
         }
         settings = {
             "condition": meta.get("condition", "interrupted"),
@@ -70,16 +71,18 @@ class InterruptBenchTask(ConfigurableTask):
 
 
 def doc_to_text(doc: dict) -> str:
-    return "\n".join(f"<question task={t['task_id']}>{t['question']}</question>" for t in doc["tasks"])
+    return "\n".join(
+        f"<question task={t['task_id']}>{t['question']}</question>" for t in doc["tasks"]
+    )
 
 
 def doc_to_target(doc: dict) -> str:
     return " | ".join(f"{t['task_id']}: {t['answer']}" for t in doc["tasks"])
 
 
-def process_results(doc: dict, results: list[dict]) -> dict:
+def process_results(doc: dict, results: list[str]) -> dict:
     """Score the replayed session(s) of one episode with the core scorer."""
-    sessions = results[0]["sessions"]
+    sessions = json.loads(results[0])["sessions"]
     scores = [score_episode(Episode.from_row(s["row"]), s["outputs"], s["cut"]) for s in sessions]
     score = merge_scores(scores) if len(scores) > 1 else scores[0]
     out = {

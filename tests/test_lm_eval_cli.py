@@ -1,0 +1,78 @@
+"""The real ``lm_eval`` CLI on a tiny Llama built in a fixture, chat and plain mode."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+from transformers import AutoTokenizer
+
+from .conftest import ROOT
+
+METRICS = [
+    "accuracy",
+    "reattempts",
+    "reattempt_rate",
+    "answer_rate",
+    "resumption_rate",
+    "format_rate",
+    "accuracy_math",
+    "accuracy_translation",
+    "accuracy_ordering",
+]
+
+
+def run_lm_eval(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "lm_eval", "--include_path", str(ROOT / "lm_eval_tasks"), *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("chat", [True, False], ids=["chat", "plain"])
+def test_lm_eval_cli_end_to_end(tiny_model, small_dataset, tmp_path, chat):
+    out = tmp_path / "out"
+    proc = run_lm_eval(
+        "--model",
+        "hf",
+        "--model_args",
+        f"pretrained={tiny_model},dtype=float32",
+        "--tasks",
+        "interrupt_bench",
+        "--metadata",
+        json.dumps({"dataset_path": str(small_dataset)}),
+        "--limit",
+        "6",
+        "--batch_size",
+        "6",
+        "--log_samples",
+        "--output_path",
+        str(out),
+        *(["--apply_chat_template", "--system_instruction", "Be brief."] if chat else []),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for metric in METRICS:
+        assert re.search(rf"\|\s*{metric}\s*\|", proc.stdout), metric
+    results = json.loads(next(out.rglob("results_*.json")).read_text())["results"][
+        "interrupt_bench"
+    ]
+    assert all(f"{m},none" in results for m in METRICS)
+    assert results["accuracy_stderr,none"] != "N/A"
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    samples = [
+        json.loads(line) for line in next(out.rglob("samples_*.jsonl")).read_text().splitlines()
+    ]
+    assert len(samples) == 6
+    for sample in samples:
+        session = json.loads(sample["resps"][0][0])["sessions"][0]
+        for turn in session["turns"]:
+            n = len(tokenizer.encode(turn["output"], add_special_tokens=False))
+            assert n <= turn["budget"], turn
+            assert turn["output_tokens"] == n
+            if turn["budget"] == 0:
+                assert turn["output"] == "" and turn["prompt"] is None
+            else:
+                assert turn["user"] in turn["prompt"]
+                assert ("<|assistant|>" in turn["prompt"]) == chat
+                assert ("Be brief." in turn["prompt"]) == chat
+        assert len(session["verdicts"]) == sample["doc"]["n_tasks"]

@@ -1,0 +1,165 @@
+"""The task pack driven through lm-eval's Python API by the reference policies (exact
+numbers the core predicts), a garbage model, and bad data sources."""
+
+import json
+import math
+import random
+
+import pytest
+from lm_eval import simple_evaluate
+from lm_eval.api.model import LM
+from lm_eval.tasks import TaskManager
+
+from interrupt_bench.dataset import load_episodes
+from interrupt_bench.errors import DatasetError
+from interrupt_bench.policies import policy_responder
+from interrupt_bench.reference_lm import PolicyLM, WhitespaceTokenizer
+from interrupt_bench.scoring import aggregate
+from interrupt_bench.session import replay
+
+from .conftest import ROOT
+
+TASKS_DIR = str(ROOT / "lm_eval_tasks")
+LIMIT = 12
+
+
+def _evaluate(lm, dataset, tasks, **kwargs):
+    manager = TaskManager(
+        include_path=TASKS_DIR, include_defaults=False, metadata={"dataset_path": str(dataset)}
+    )
+    return simple_evaluate(
+        model=lm, tasks=tasks, task_manager=manager, log_samples=True, limit=LIMIT, **kwargs
+    )
+
+
+def _sample_metrics(result, task):
+    return {s["doc"]["episode_id"]: s for s in result["samples"][task]}
+
+
+@pytest.mark.parametrize(
+    ("task", "config"),
+    [
+        ("interrupt_bench", "default"),
+        ("interrupt_bench_tasks10_budget50to200", "tasks10_budget50to200"),
+    ],
+)
+@pytest.mark.parametrize("policy", ["oracle", "no_resume"])
+def test_policies_score_exactly_what_the_core_predicts(small_dataset, task, config, policy):
+    episodes = load_episodes(small_dataset, config, "test", limit=LIMIT)
+    result = _evaluate(PolicyLM(episodes, policy), small_dataset, [task])
+    predicted = {
+        t.episode.episode_id: t.score() for t in replay(episodes, policy_responder(policy))
+    }
+    samples = _sample_metrics(result, task)
+    assert set(samples) == set(predicted)
+    for episode_id, score in predicted.items():
+        s = samples[episode_id]
+        assert s["accuracy"] == score.accuracy
+        assert s["reattempts"] == score.reattempts
+        assert s["format_rate"] == score.format_rate
+        assert tuple(s["resumption_rate"]) == (score.resumption_num, score.resumption_den)
+    metrics = result["results"][task]
+    expected = aggregate(list(predicted.values()))
+    for name in ("accuracy", "reattempts", "answer_rate", "format_rate", "resumption_rate"):
+        got, want = metrics[f"{name},none"], expected[name]
+        assert got == pytest.approx(want) or (math.isnan(got) and math.isnan(want)), name
+    if policy == "no_resume":
+        assert metrics["reattempts,none"] == 0.0
+    else:
+        assert metrics["accuracy,none"] == 1.0  # whitespace budgets are ample for answer tags
+
+
+def test_oracle_with_ample_budgets_scores_one_and_controls_run(small_dataset):
+    episodes = load_episodes(small_dataset, "default", "test", limit=LIMIT)
+    lm = PolicyLM(episodes, "oracle")
+    tasks = ["interrupt_bench_control_nocut", "interrupt_bench_control_single"]
+    result = _evaluate(lm, small_dataset, tasks)
+    for task in tasks:
+        assert result["results"][task]["accuracy,none"] == 1.0
+        assert result["results"][task]["format_rate,none"] == 1.0
+    single = result["samples"]["interrupt_bench_control_single"][0]
+    sessions = json.loads(single["resps"][0][0])["sessions"]
+    assert len(sessions) == single["doc"]["n_tasks"]
+    assert all(len(s["turns"]) == 1 and s["turns"][0]["budget"] == 256 for s in sessions)
+
+
+def test_turn_synchronous_batching(small_dataset):
+    episodes = load_episodes(small_dataset, "default", "test", limit=LIMIT)
+    lm = PolicyLM(episodes, "oracle")
+    _evaluate(lm, small_dataset, ["interrupt_bench"])
+    # One generate_until call per turn index (6 turns: 5 questions + closing), each
+    # holding every session whose budget at that turn is above zero.
+    budgets = [ep.turn_budgets() for ep in episodes]
+    expected = [sum(b[t] > 0 for b in budgets) for t in range(6)]
+    assert lm.calls == [n for n in expected if n]
+
+
+def test_samples_hold_the_whole_transcript(small_dataset):
+    episodes = load_episodes(small_dataset, "default", "test", limit=LIMIT)
+    result = _evaluate(PolicyLM(episodes, "oracle"), small_dataset, ["interrupt_bench"])
+    sample = result["samples"]["interrupt_bench"][0]
+    session = json.loads(sample["resps"][0][0])["sessions"][0]
+    assert [t["budget"] for t in session["turns"]] == sample["doc"]["budgets"] + [
+        sample["doc"]["closing_budget"]
+    ]
+    for turn in session["turns"]:
+        assert {
+            "user",
+            "budget",
+            "prompt",
+            "output",
+            "cut",
+            "output_tokens",
+            "format_problems",
+        } <= set(turn)
+        if turn["budget"] > 0:
+            assert turn["prompt"].endswith("Assistant:") and turn["user"] in turn["prompt"]
+        else:
+            assert turn["output"] == "" and turn["prompt"] is None
+    assert [v["task_id"] for v in session["verdicts"]] == [1, 2, 3, 4, 5]
+    assert all("correct" in v and "final_answer" in v for v in session["verdicts"])
+
+
+class GarbageLM(LM):
+    """Returns junk, empty strings and tags for tasks that do not exist."""
+
+    def __init__(self):
+        super().__init__()
+        self.rng = random.Random(0)
+        self.tokenizer = WhitespaceTokenizer()
+
+    def generate_until(self, requests, disable_tqdm=False):
+        junk = [
+            "",
+            "\x00\ufffd<<<>>>",
+            "<answer task=999>5</answer>",
+            "<answer task=0>x</answer>",
+            "<thinking task=abc>",
+            "</answer></thinking>",
+            "<answer task=-1>",
+            "🙂" * 50,
+        ]
+        return [self.rng.choice(junk) for _ in requests]
+
+    def loglikelihood(self, requests, disable_tqdm=False):
+        raise NotImplementedError
+
+    def loglikelihood_rolling(self, requests, disable_tqdm=False):
+        raise NotImplementedError
+
+
+def test_garbage_model_is_scored_not_crashed_on(small_dataset):
+    result = _evaluate(GarbageLM(), small_dataset, ["interrupt_bench"])
+    metrics = result["results"]["interrupt_bench"]
+    assert metrics["accuracy,none"] == 0.0 and metrics["answer_rate,none"] == 0.0
+    assert 0.0 <= metrics["format_rate,none"] < 1.0
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path):
+    manager = TaskManager(
+        include_path=TASKS_DIR,
+        include_defaults=False,
+        metadata={"dataset_path": str(tmp_path / "none")},
+    )
+    with pytest.raises(DatasetError, match="dataset_builder build --out DIR"):
+        simple_evaluate(model=GarbageLM(), tasks=["interrupt_bench"], task_manager=manager, limit=2)
