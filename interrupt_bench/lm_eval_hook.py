@@ -68,6 +68,10 @@ def render_prompt(lm: Any, messages: list[dict[str, str]], chat: bool) -> str:
     return rendered
 
 
+class SessionReplayError(RuntimeError):
+    """The evaluated model failed during a session: stop rather than score silent zeros."""
+
+
 class _Responder:
     """Answers one turn of many sessions with one ``generate_until`` call."""
 
@@ -93,7 +97,7 @@ class _Responder:
         for i, request in enumerate(requests):
             settings = self.settings[request.session]
             prompt = render_prompt(self.lm, self._messages(request), settings["chat"])
-            self.prompts[(request.session, request.turn)] = str(prompt)
+            self.prompts[(request.session, request.turn)] = str(getattr(prompt, "prompt", prompt))
             gen_kwargs = {
                 "until": list(STOP_SEQUENCES),
                 "do_sample": False,
@@ -117,9 +121,18 @@ class _Responder:
                 )
             )
         if instances:
-            outputs = self.lm.generate_until(instances)
+            turn = requests[0].turn + 1
+            try:
+                outputs = self.lm.generate_until(instances)
+            except Exception as exc:
+                raise SessionReplayError(
+                    f"{type(self.lm).__name__} failed at turn {turn} with {len(instances)} "
+                    f"requests ({type(exc).__name__}: {str(exc)[:300]}). Nothing was scored "
+                    "or written; fix the model or server and run again (with --use_cache DB, "
+                    "turns already generated are reused)"
+                ) from exc
             if len(outputs) != len(instances):
-                raise RuntimeError(
+                raise SessionReplayError(
                     f"{type(self.lm).__name__}.generate_until returned {len(outputs)} outputs "
                     f"for {len(instances)} requests"
                 )
@@ -128,7 +141,7 @@ class _Responder:
         turn_results = []
         for request, text in zip(requests, results):
             if not isinstance(text, str):
-                raise RuntimeError(
+                raise SessionReplayError(
                     f"the model returned {type(text).__name__} instead of text for "
                     f"{request.episode.episode_id} turn {request.turn + 1}"
                 )

@@ -72,6 +72,7 @@ class PolicyLM(LM):
             text = cut_to_words(self.respond(str(prompt)), int(gen_kwargs["max_gen_toks"])).text
             for stop in gen_kwargs.get("until", []):
                 text = text.split(stop)[0]
+            self.cache_hook.add_partial("generate_until", req.args, text)  # as real backends do
             out.append(text)
         return out
 

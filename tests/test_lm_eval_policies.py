@@ -163,3 +163,47 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
     )
     with pytest.raises(DatasetError, match="dataset_builder build --out DIR"):
         simple_evaluate(model=GarbageLM(), tasks=["interrupt_bench"], task_manager=manager, limit=2)
+
+
+def test_use_cache_reuses_every_turn(small_dataset, tmp_path):
+    """What ``--use_cache DB`` does: lm-eval's CachingLM passes ``interrupt_session``
+    through, the backend stores every turn's generation in DB, and the hook reads each
+    turn back from DB before asking the model."""
+    from lm_eval.api.model import CachingLM
+    from lm_eval.evaluator import evaluate
+
+    episodes = load_episodes(small_dataset, "default", "test", limit=LIMIT)
+    db = str(tmp_path / "cache.db")
+
+    def run(policy_lm):
+        manager = TaskManager(
+            include_path=TASKS_DIR,
+            include_defaults=False,
+            metadata={"dataset_path": str(small_dataset)},
+        )
+        tasks = manager.load(["interrupt_bench"])
+        result = evaluate(
+            lm=CachingLM(policy_lm, db), task_dict=tasks, limit=LIMIT, log_samples=True
+        )
+        return [s["resps"] for s in result["samples"]["interrupt_bench"]]
+
+    first_lm, again_lm = PolicyLM(episodes, "oracle"), PolicyLM(episodes, "oracle")
+    first = run(first_lm)
+    again = run(again_lm)
+    assert sum(first_lm.calls) > 0 and again_lm.calls == []
+    assert first == again
+
+
+def test_sweep_group_runs_every_grid_config(tmp_path):
+    from dataset_builder import build_dataset
+    from interrupt_bench.config import CONFIGS
+
+    dataset = tmp_path / "all"
+    build_dataset(
+        dataset, list(CONFIGS.values()), splits=["test"], sizes={"test": 3}, progress=False
+    )
+    episodes = [e for name in CONFIGS for e in load_episodes(dataset, name, "test")]
+    result = _evaluate(PolicyLM(episodes, "oracle"), dataset, ["interrupt_bench_sweep"])
+    grid = [name for name in CONFIGS if name != "default"]
+    assert {f"interrupt_bench_{name}" for name in grid} <= set(result["results"])
+    assert all(result["results"][f"interrupt_bench_{n}"]["accuracy,none"] == 1.0 for n in grid)
