@@ -54,6 +54,39 @@ def count_tokens(lm: Any, text: str) -> int | None:
         return len(tokenizer.encode(text))
 
 
+def truncate_tokens(lm: Any, text: str, budget: int) -> str:
+    """``text`` cut to at most ``budget`` tokens of the evaluated model's tokenizer."""
+    tokenizer = lm.tokenizer
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if len(ids) <= budget:
+        return text
+    for keep in range(budget, -1, -1):  # re-encoding a decoded prefix can merge tokens
+        cut = tokenizer.decode(ids[:keep], skip_special_tokens=True)
+        if len(tokenizer.encode(cut, add_special_tokens=False)) <= budget:
+            return cut
+    return ""
+
+
+def shares_budgets(lm: Any, mode: str) -> bool:
+    """Whether one turn's requests go out with one shared ``max_gen_toks`` (the largest
+    budget) and are cut to their own budgets afterwards.
+
+    Backends batch only requests with identical generation kwargs, so per-request budgets
+    would split a turn into one batch per budget. With greedy or sampled decoding alike,
+    the first b tokens of a longer generation are what a generation capped at b tokens
+    produces, so cutting afterwards keeps each turn's budget exact. ``auto`` shares on
+    local backends that can cut (a tokenizer with ``decode``) and not on API models, where
+    every request is sent alone and extra tokens cost money."""
+    if mode in ("shared", "exact"):
+        return mode == "shared"
+    if mode != "auto":
+        raise ValueError(f"turn_batching must be 'auto', 'shared' or 'exact', got {mode!r}")
+    from lm_eval.models.api_models import TemplateAPI
+
+    tokenizer = getattr(lm, "tokenizer", None)
+    return not isinstance(lm, TemplateAPI) and hasattr(tokenizer, "decode")
+
+
 def render_prompt(lm: Any, messages: list[dict[str, str]], chat: bool) -> str:
     """The exact prompt for ``generate_until``: the model's chat template, or plain text."""
     if not chat:
@@ -82,6 +115,13 @@ class _Responder:
         hook = getattr(lm, "cache_hook", None)
         self.cache = getattr(hook, "dbdict", None)  # set by --use_cache
 
+    def _group(self, request: TurnRequest) -> str | None:
+        """Requests that may share one ``max_gen_toks``; None: this one keeps its own."""
+        settings = self.settings[request.session]
+        if not shares_budgets(self.lm, settings.get("turn_batching", "auto")):
+            return None
+        return json.dumps(settings.get("generation_kwargs", {}), sort_keys=True)
+
     def _messages(self, request: TurnRequest) -> list[dict[str, str]]:
         messages = [dict(m) for m in request.messages]
         instruction = self.settings[request.session].get("system_instruction")
@@ -94,6 +134,11 @@ class _Responder:
         from lm_eval.api.model import hash_args
 
         instances, results, todo = [], [None] * len(requests), []
+        shared_max: dict[str, int] = {}  # generation settings -> largest budget among them
+        for request in requests:
+            key = self._group(request)
+            if key is not None:
+                shared_max[key] = max(shared_max.get(key, 0), request.budget)
         for i, request in enumerate(requests):
             settings = self.settings[request.session]
             prompt = render_prompt(self.lm, self._messages(request), settings["chat"])
@@ -102,7 +147,7 @@ class _Responder:
                 "until": list(STOP_SEQUENCES),
                 "do_sample": False,
                 **settings.get("generation_kwargs", {}),
-                "max_gen_toks": request.budget,
+                "max_gen_toks": shared_max.get(self._group(request), request.budget),
             }
             gen_kwargs["until"] = list(gen_kwargs["until"] or STOP_SEQUENCES)
             args = (prompt, gen_kwargs)
@@ -145,6 +190,8 @@ class _Responder:
                     f"the model returned {type(text).__name__} instead of text for "
                     f"{request.episode.episode_id} turn {request.turn + 1}"
                 )
+            if self._group(request) is not None:
+                text = truncate_tokens(self.lm, text, request.budget)
             n = count_tokens(self.lm, text)
             turn_results.append(TurnResult(text, None if n is None else n >= request.budget, n))
         return turn_results

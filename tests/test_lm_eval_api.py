@@ -27,7 +27,7 @@ def _free_port() -> int:
 @pytest.fixture
 def server(tiny_model, tmp_path):
     port = _free_port()
-    log = open(tmp_path / "serve.log", "w")
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115  (the server writes to it until teardown)
     proc = subprocess.Popen(
         [str(SERVE), "serve", str(tiny_model), "--host", "127.0.0.1", "--port", str(port)],
         stdout=log,
@@ -72,7 +72,7 @@ def _api_args(tiny_model, port, dataset, out, limit):
 
 
 def test_local_chat_completions_end_to_end(server, tiny_model, small_dataset, tmp_path):
-    proc, port, log = server
+    _, port, log = server
     out = tmp_path / "out"
     result = run_lm_eval(*_api_args(tiny_model, port, small_dataset, out, 3))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -101,7 +101,7 @@ def test_server_dying_mid_run_is_a_clear_failure(server, tiny_model, small_datas
         assert run.poll() is None and time.time() < deadline, "lm_eval ended before the kill"
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
-    stdout, stderr = run.communicate(timeout=300)
+    _, stderr = run.communicate(timeout=300)
     assert run.returncode != 0
     assert "SessionReplayError" in stderr and "failed at turn" in stderr
     assert not list(out.rglob("results_*.json"))

@@ -60,6 +60,7 @@ class InterruptBenchTask(ConfigurableTask):
             "chat": chat,
             "system_instruction": ctx or None,
             "generation_kwargs": gen,
+            "turn_batching": meta.get("turn_batching", "auto"),
         }
         return Instance(
             request_type=REQUEST_TYPE,
