@@ -33,6 +33,7 @@ class TaskVerdict:
     answered_in_own_turn: bool
     answered_later: bool
     attempt_turns: tuple[int, ...]  # 1-based assistant turns with an attempt at this task
+    answer_count: int = 0  # closed answers at or after its own turn
 
     @property
     def answered(self) -> bool:
@@ -52,6 +53,7 @@ class TaskVerdict:
             "answered_in_own_turn": self.answered_in_own_turn,
             "answered_later": self.answered_later,
             "attempt_turns": list(self.attempt_turns),
+            "answer_count": self.answer_count,
         }
 
 
@@ -124,13 +126,13 @@ def score_episode(
     family_counts: dict[str, tuple[int, int]] = {}
     for k, task in enumerate(episode.tasks, start=1):
         own = k - 1  # index of turn(k)
-        attempt_turns, final, in_own, later = [], None, False, False
+        attempt_turns, final, in_own, later, count = [], None, False, False, 0
         for i in range(own, n_turns):
             if k in parsed[i].attempted():
                 attempt_turns.append(i + 1)
             for task_id, content in parsed[i].answers():
                 if task_id == k:
-                    final = content
+                    final, count = content, count + 1
                     in_own |= i == own
                     later |= i > own
         correct = final is not None and task.check(final)
@@ -145,6 +147,7 @@ def score_episode(
                 in_own,
                 later,
                 tuple(attempt_turns),
+                count,
             )
         )
         c, t = family_counts.get(task.family, (0, 0))

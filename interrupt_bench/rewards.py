@@ -1,0 +1,73 @@
+"""Rewards and baselines for REINFORCE, as plain functions of the core's episode score.
+
+The default reward is the paper's: accuracy. Shaping terms can be added with weights:
+re-attempts (going back to earlier tasks), format (well-formed turns) and answering each
+task once (a closed answer for every task, and no more than one)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from interrupt_bench.scoring import EpisodeScore
+
+BASELINES = ("rloo", "group_mean", "running_mean", "none")
+
+
+@dataclass(frozen=True)
+class RewardWeights:
+    accuracy: float = 1.0
+    reattempts: float = 0.0
+    format: float = 0.0
+    answer_once: float = 0.0
+
+
+def answer_once_rate(score: EpisodeScore) -> float:
+    """Fraction of tasks with exactly one closed answer."""
+    return sum(v.answer_count == 1 for v in score.verdicts) / score.n_tasks
+
+
+def reward(score: EpisodeScore, weights: RewardWeights = RewardWeights()) -> float:
+    return (
+        weights.accuracy * score.accuracy
+        + weights.reattempts * score.reattempt_rate
+        + weights.format * score.format_rate
+        + weights.answer_once * answer_once_rate(score)
+    )
+
+
+def advantages(
+    rewards: Sequence[float], group_size: int, baseline: str, running_mean: float = 0.0
+) -> list[float]:
+    """Reward minus baseline. ``rewards`` holds ``group_size`` samples per episode, grouped
+    contiguously. *rloo*: the mean of the other samples of the same episode; *group_mean*:
+    the mean of all of them; *running_mean*: a mean carried across steps; *none*: 0."""
+    if baseline not in BASELINES:
+        raise ValueError(f"unknown baseline {baseline!r}; use one of {', '.join(BASELINES)}")
+    if len(rewards) % group_size:
+        raise ValueError(f"{len(rewards)} rewards do not split into groups of {group_size}")
+    out = []
+    for g in range(0, len(rewards), group_size):
+        group = list(rewards[g : g + group_size])
+        total = sum(group)
+        for r in group:
+            if baseline == "rloo":
+                if group_size < 2:
+                    raise ValueError("the rloo baseline needs samples_per_episode >= 2")
+                out.append(r - (total - r) / (group_size - 1))
+            elif baseline == "group_mean":
+                out.append(r - total / group_size)
+            elif baseline == "running_mean":
+                out.append(r - running_mean)
+            else:
+                out.append(r)
+    return out
+
+
+def normalise(values: Sequence[float], eps: float = 1e-6) -> list[float]:
+    """Scale to unit standard deviation (the mean is already removed by the baseline)."""
+    if len(values) < 2:
+        return list(values)
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return [v / (std + eps) for v in values]

@@ -1,0 +1,69 @@
+import pytest
+
+from interrupt_bench.episodes import Episode
+from interrupt_bench.rewards import RewardWeights, advantages, answer_once_rate, normalise, reward
+from interrupt_bench.scoring import score_episode
+from interrupt_bench.tasks import Task
+
+TASKS = tuple(Task("math", "add", f"{i} + {i}", str(2 * i), checker="number") for i in (1, 2))
+EPISODE = Episode("e", "default", "test", 0, 0, "t", (5, 5), 50, TASKS)
+
+
+def _score(*outputs):
+    return score_episode(EPISODE, list(outputs))
+
+
+PERFECT = _score("<answer task=1>2</answer>", "<answer task=2>4</answer>", "")
+RESUMED = _score("", "<answer task=1>2</answer><answer task=2>4</answer>", "")
+TWICE = _score(
+    "<answer task=1>2</answer>", "<answer task=1>2</answer><answer task=2>5</answer>", ""
+)
+NOTHING = _score("", "", "")
+
+
+@pytest.mark.parametrize(
+    ("score", "weights", "expected"),
+    [
+        (PERFECT, RewardWeights(), 1.0),
+        (NOTHING, RewardWeights(), 0.0),
+        (TWICE, RewardWeights(), 0.5),
+        (RESUMED, RewardWeights(reattempts=1.0), 1.0 + 0.5),
+        (TWICE, RewardWeights(accuracy=0.0, answer_once=1.0), 0.5),
+        (NOTHING, RewardWeights(accuracy=0.0, format=0.5), 0.5),
+    ],
+)
+def test_reward_table(score, weights, expected):
+    assert reward(score, weights) == pytest.approx(expected)
+
+
+def test_answer_once_rate():
+    assert answer_once_rate(PERFECT) == 1.0 and answer_once_rate(TWICE) == 0.5
+
+
+@pytest.mark.parametrize(
+    ("baseline", "expected"),
+    [
+        ("rloo", [1 - 0.5, 0 - 1.0, 1 - 0.5, -2 / 3, 2 / 3 - 1 / 3, 2 / 3 - 1 / 3]),
+        ("group_mean", [1 - 2 / 3, -2 / 3, 1 - 2 / 3, -4 / 9, 2 / 3 - 4 / 9, 2 / 3 - 4 / 9]),
+        ("running_mean", [0.75, -0.25, 0.75, -0.25, 2 / 3 - 0.25, 2 / 3 - 0.25]),
+        ("none", [1, 0, 1, 0, 2 / 3, 2 / 3]),
+    ],
+)
+def test_advantage_table(baseline, expected):
+    rewards = [1, 0, 1, 0, 2 / 3, 2 / 3]
+    assert advantages(rewards, 3, baseline, running_mean=0.25) == pytest.approx(expected)
+
+
+def test_advantage_errors():
+    with pytest.raises(ValueError, match="groups of 3"):
+        advantages([1, 2], 3, "rloo")
+    with pytest.raises(ValueError, match="unknown baseline"):
+        advantages([1], 1, "ppo")
+    with pytest.raises(ValueError, match="samples_per_episode >= 2"):
+        advantages([1], 1, "rloo")
+
+
+def test_normalise_gives_unit_std():
+    out = normalise([1.0, -1.0, 3.0, -3.0])
+    mean = sum(out) / 4
+    assert (sum((v - mean) ** 2 for v in out) / 3) ** 0.5 == pytest.approx(1.0, rel=1e-4)

@@ -1,0 +1,67 @@
+"""Training rollouts: tokens kept exactly as sampled, the loss mask covers exactly the
+sampled tokens, KV-cache continuation equals re-encoding, and log-probs match."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from interrupt_bench.config import get_config
+from interrupt_bench.episodes import generate_split
+from interrupt_bench.rollout import SamplingResponder, turn_deltas
+from interrupt_bench.session import replay
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer(tiny_model):
+    return AutoModelForCausalLM.from_pretrained(tiny_model).eval(), AutoTokenizer.from_pretrained(
+        tiny_model
+    )
+
+
+EPISODES = generate_split(get_config("tasks5_budget0to50"), "train", 4)
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_loss_mask_covers_exactly_the_sampled_tokens(model_and_tokenizer, chat):
+    model, tok = model_and_tokenizer
+    torch.manual_seed(0)
+    responder = SamplingResponder(model, tok, EPISODES, chat=chat)
+    transcripts = replay(EPISODES, responder)
+    for episode, transcript, session in zip(EPISODES, transcripts, responder.sessions):
+        assert sum(session.sampled) == sum(transcript.n_tokens)
+        assert all(n <= b for n, b in zip(transcript.n_tokens, episode.turn_budgets()))
+        # What is not sampled is exactly the template, turn by turn.
+        template = [
+            tok.encode(d, add_special_tokens=False) for d in turn_deltas(tok, episode, chat)
+        ]
+        not_sampled = [i for i, s in zip(session.ids, session.sampled) if not s]
+        assert not_sampled == [i for delta in template for i in delta]
+        # And what is sampled decodes to the outputs the scorer saw.
+        sampled = [i for i, s in zip(session.ids, session.sampled) if s]
+        assert tok.decode(sampled, skip_special_tokens=True) == "".join(transcript.outputs)
+        assert all(lp == 0.0 for lp, s in zip(session.logprobs, session.sampled) if not s)
+
+
+def test_recomputed_logprobs_match_the_sampler(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    torch.manual_seed(1)
+    responder = SamplingResponder(model, tok, EPISODES, temperature=0.7)
+    replay(EPISODES, responder)
+    for s in responder.sessions:
+        ids = torch.tensor([s.ids])
+        with torch.no_grad():
+            logits = model(ids).logits[0, :-1].float() / 0.7
+        logp = torch.log_softmax(logits, -1).gather(1, ids[0, 1:, None]).squeeze(1)
+        mask = torch.tensor(s.sampled[1:])
+        assert (logp[mask] - torch.tensor(s.logprobs[1:])[mask]).abs().max() < 1e-4
+
+
+def test_kv_cache_continuation_equals_re_encoding(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    runs = []
+    for kv_cache in (True, False):
+        responder = SamplingResponder(model, tok, EPISODES, greedy=True, kv_cache=kv_cache)
+        runs.append(
+            ([t.outputs for t in replay(EPISODES, responder)], [s.ids for s in responder.sessions])
+        )
+    assert runs[0] == runs[1]

@@ -1,0 +1,232 @@
+"""training/reinforce.py end to end on the CPU: accelerate launch, a saved adapter that
+lm_eval loads with peft=, two data-parallel processes, kill -9 and resume, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from dataset_builder import build_dataset
+from interrupt_bench.config import get_config
+
+from .conftest import ROOT
+from .test_lm_eval_cli import run_lm_eval
+
+SCRIPT = str(ROOT / "training" / "reinforce.py")
+ACCELERATE = [
+    sys.executable,
+    "-m",
+    "accelerate.commands.launch",
+    "--cpu",
+    "--num_processes",
+    "1",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+]
+
+
+def _args(model, dataset, out, *extra):
+    return [
+        "--config",
+        str(ROOT / "training" / "configs" / "tiny-cpu.yaml"),
+        "--model_name_or_path",
+        str(model),
+        "--dataset_path",
+        str(dataset),
+        "--dataset_config",
+        "tasks2_budget0to50",
+        "--output_dir",
+        str(out),
+        "--episodes_per_step",
+        "2",
+        "--samples_per_episode",
+        "2",
+        "--eval_episodes",
+        "4",
+        *extra,
+    ]
+
+
+def _run(cmd, timeout=600, env=None):
+    return subprocess.run(
+        cmd,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _log(out):
+    return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_accelerate_launch_then_lm_eval_with_peft(tiny_model, small_dataset, tmp_path):
+    out = tmp_path / "run"
+    proc = _run(
+        [
+            *ACCELERATE,
+            SCRIPT,
+            *_args(
+                tiny_model,
+                small_dataset,
+                out,
+                "--max_steps",
+                "3",
+                "--eval_every",
+                "2",
+                "--save_every",
+                "2",
+            ),
+        ]
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "first-step check" in proc.stdout and ": ok" in proc.stdout
+    assert {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "README.md",
+        "training_curves.png",
+        "train_log.jsonl",
+        "samples.jsonl",
+    } <= {p.name for p in out.iterdir()}
+    rows = _log(out)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for key in (
+        "reward",
+        "accuracy",
+        "reattempts",
+        "resumption_rate",
+        "kl",
+        "entropy",
+        "loss",
+        "tokens_per_second",
+        "mean_output_length",
+    ):
+        assert key in rows[0]
+    assert "val_reward" in rows[1]
+    assert (out / "checkpoints" / "step-0000002" / "trainer_state.json").exists()
+    assert "peft=" in (out / "README.md").read_text()
+
+    result = run_lm_eval(
+        "--model",
+        "hf",
+        "--model_args",
+        f"pretrained={tiny_model},peft={out},dtype=float32",
+        "--tasks",
+        "interrupt_bench",
+        "--metadata",
+        json.dumps({"dataset_path": str(small_dataset)}),
+        "--limit",
+        "3",
+        "--batch_size",
+        "3",
+        "--apply_chat_template",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "accuracy" in result.stdout and "reattempts" in result.stdout
+
+
+def test_two_data_parallel_processes(tiny_model, small_dataset, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        SCRIPT,
+        *_args(tiny_model, small_dataset, out, "--max_steps", "2", "--eval_every", "2"),
+    ]
+    proc = _run(cmd, env={"ACCELERATE_USE_CPU": "true"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stdout
+    assert [r["step"] for r in _log(out)] == [1, 2]
+
+
+def test_kill_and_resume_matches_an_uninterrupted_run(tiny_model, small_dataset, tmp_path):
+    # An untrained model earns no accuracy; a format reward without a baseline gives every
+    # sample a non-zero advantage, so the adapter really changes from step to step and the
+    # resumed run must restore weights, optimizer and RNG exactly.
+    extra = ("--max_steps", "5", "--save_every", "2", "--eval_every", "0")
+    extra += ("--lora_dropout", "0.1", "--reward_format", "1.0", "--baseline", "none")
+    straight = tmp_path / "straight"
+    proc = _run([sys.executable, SCRIPT, *_args(tiny_model, small_dataset, straight, *extra)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    killed = tmp_path / "killed"
+    run = subprocess.Popen(
+        [sys.executable, SCRIPT, *_args(tiny_model, small_dataset, killed, *extra)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 300
+    while not (killed / "checkpoints" / "step-0000002").exists():
+        assert run.poll() is None and time.time() < deadline, (
+            "run ended before its first checkpoint"
+        )
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    assert not (killed / "adapter_model.safetensors").exists()
+    resumed = _run(
+        [
+            sys.executable,
+            SCRIPT,
+            *_args(tiny_model, small_dataset, killed, *extra, "--resume", "true"),
+        ]
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout
+    volatile = ("tokens_per_second",)
+    a = [{k: v for k, v in r.items() if k not in volatile} for r in _log(straight)]
+    b = [{k: v for k, v in r.items() if k not in volatile} for r in _log(killed)]
+    assert [r["step"] for r in b] == [1, 2, 3, 4, 5]
+    assert any(r["grad_norm"] > 0 for r in a[2:]), [(r["loss"], r["grad_norm"]) for r in a]
+    assert a == b
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--max_steps", "abc"), "`max_steps` must be int"),
+        (("--temperature", "0"), "`temperature` is 0.0; it must be >= 0.01"),
+        (("--baseline", "ppo"), "use one of rloo"),
+        (("--samples_per_episode", "1"), "rloo` needs samples_per_episode >= 2"),
+        (("--model_name_or_path", "/nonexistent/model"), "cannot load model '/nonexistent/model'"),
+    ],
+)
+def test_bad_input_is_a_clear_error(tiny_model, small_dataset, tmp_path, extra, message):
+    proc = _run([sys.executable, SCRIPT, *_args(tiny_model, small_dataset, tmp_path / "x", *extra)])
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+def test_unwritable_output_and_missing_train_split(tiny_model, small_dataset, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    proc = _run([sys.executable, SCRIPT, *_args(tiny_model, small_dataset, blocker / "out")])
+    assert proc.returncode == 2 and "not writable" in proc.stderr
+
+    test_only = tmp_path / "test-only"
+    build_dataset(
+        test_only,
+        [get_config("tasks2_budget0to50")],
+        splits=["test"],
+        sizes={"test": 2},
+        progress=False,
+    )
+    proc = _run([sys.executable, SCRIPT, *_args(tiny_model, test_only, tmp_path / "y")])
+    assert proc.returncode == 2 and "no split 'train'" in proc.stderr, proc.stderr[-2000:]

@@ -1,0 +1,172 @@
+"""The training config: one dataclass with defaults, a YAML file on top, flags on top of
+that. ``--help`` lists every field with its help text."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from interrupt_bench.errors import ConfigError
+from interrupt_bench.rewards import BASELINES
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class TrainConfig:
+    # model and data
+    model_name_or_path: str = _f("", "base model: a Hub id or a local Hugging Face directory")
+    dataset_path: str = _f(
+        "interrupt-bench/interrupt-bench", "Hub dataset id or a builder directory"
+    )
+    dataset_config: str = _f("default", "dataset config (see `python -m dataset_builder configs`)")
+    output_dir: str = _f("out/reinforce", "where the adapter, checkpoints and logs go")
+    chat: bool = _f(True, "use the model's chat template (false: plain User:/Assistant: text)")
+    # REINFORCE
+    max_steps: int = _f(200, "optimizer steps", min=1)
+    episodes_per_step: int = _f(8, "episodes per step per process", min=1)
+    samples_per_episode: int = _f(4, "K samples per episode (the RLOO group)", min=1)
+    temperature: float = _f(
+        1.0, "sampling temperature of rollouts (log-probs use it too)", min=0.01
+    )
+    baseline: str = _f("rloo", f"one of {', '.join(BASELINES)}", choices=BASELINES)
+    running_mean_decay: float = _f(0.9, "decay of the running-mean baseline", min=0.0, max=1.0)
+    normalize_advantages: bool = _f(False, "divide advantages by their standard deviation")
+    reward_accuracy: float = _f(1.0, "reward weight of accuracy (the paper's reward)")
+    reward_reattempts: float = _f(0.0, "reward weight of the re-attempt rate")
+    reward_format: float = _f(0.0, "reward weight of the format rate")
+    reward_answer_once: float = _f(0.0, "reward weight of answering each task exactly once")
+    kl_coef: float = _f(0.0, "KL penalty to the base model (adapter disabled), 0 = off", min=0.0)
+    # optimisation
+    learning_rate: float = _f(1e-4, "AdamW learning rate", min=0.0)
+    weight_decay: float = _f(0.0, "AdamW weight decay", min=0.0)
+    warmup_steps: int = _f(0, "linear warm-up steps", min=0)
+    max_grad_norm: float = _f(1.0, "gradient clipping (0 = off)", min=0.0)
+    micro_batch_size: int = _f(8, "sequences per forward/backward; the rest is accumulated", min=1)
+    # LoRA
+    lora_r: int = _f(16, "LoRA rank", min=1)
+    lora_alpha: int = _f(32, "LoRA alpha", min=1)
+    lora_dropout: float = _f(0.0, "LoRA dropout", min=0.0, max=1.0)
+    lora_target_modules: list = _f(["q_proj", "k_proj", "v_proj", "o_proj"], "modules to adapt")
+    # evaluation, collapse guard, checkpoints, logs
+    eval_every: int = _f(20, "greedy validation every N steps (0 = never)", min=0)
+    eval_episodes: int = _f(32, "validation episodes per evaluation", min=1)
+    min_entropy: float = _f(0.0, "collapse guard: act when entropy per token falls below", min=0.0)
+    max_val_drop: float = _f(
+        1.0, "collapse guard: act when validation reward falls this far below the best", min=0.0
+    )
+    on_collapse: str = _f(
+        "stop",
+        "what the guard does: stop (keep the best adapter) or rollback",
+        choices=("stop", "rollback"),
+    )
+    save_every: int = _f(20, "checkpoint every N steps (0 = only at the end)", min=0)
+    save_total_limit: int = _f(2, "checkpoints kept", min=1)
+    resume: bool = _f(False, "continue from the newest checkpoint in output_dir")
+    sample_every: int = _f(10, "write a sample transcript every N steps", min=1)
+    seed: int = _f(0, "seed of data order, sampling and initialisation")
+    kv_cache: bool = _f(True, "continue generation from the KV cache across turns")
+    check_logprobs: bool = _f(
+        True, "on the first step, check recomputed log-probs match the sampler's"
+    )
+    push_to_hub: str = _f("", "Hub repo id to push the adapter and card to (needs HF_TOKEN)")
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            value, meta = getattr(self, f.name), f.metadata
+            if "min" in meta and value < meta["min"]:
+                raise ConfigError(f"`{f.name}` is {value}; it must be >= {meta['min']}")
+            if "max" in meta and value > meta["max"]:
+                raise ConfigError(f"`{f.name}` is {value}; it must be <= {meta['max']}")
+            if "choices" in meta and value not in meta["choices"]:
+                raise ConfigError(
+                    f"`{f.name}` is {value!r}; use one of {', '.join(meta['choices'])}"
+                )
+        if not self.model_name_or_path:
+            raise ConfigError(
+                "`model_name_or_path` is empty; pass --model_name_or_path or set it in --config"
+            )
+        if self.baseline == "rloo" and self.samples_per_episode < 2:
+            raise ConfigError(
+                "baseline `rloo` needs samples_per_episode >= 2 (or use group_mean/running_mean)"
+            )
+
+
+def _type_of(f: dataclasses.Field) -> type:
+    hint = typing.get_type_hints(TrainConfig)[f.name]
+    return list if typing.get_origin(hint) is list or hint is list else hint
+
+
+def _coerce(name: str, value: Any, kind: type) -> Any:
+    """A YAML or flag value as the field's type, or ConfigError naming the field."""
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "1", "yes"):
+                return True
+            if str(value).lower() in ("false", "0", "no"):
+                return False
+            raise ValueError
+        if kind is list:
+            return (
+                list(value)
+                if isinstance(value, (list, tuple))
+                else [v for v in str(value).split(",") if v]
+            )
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        if kind in (int, float) and isinstance(value, bool):
+            raise ValueError
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"`{name}` must be {kind.__name__}, got {value!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="accelerate launch training/reinforce.py",
+        description="REINFORCE + LoRA on interrupted sessions. Values: defaults, then --config "
+        "YAML, then flags.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--config", help="YAML file with any of the fields below")
+    for f in dataclasses.fields(TrainConfig):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        parser.add_argument(
+            f"--{f.name}", default=None, help=f"{f.metadata['help']} (default: {default})"
+        )
+    return parser
+
+
+def parse_config(argv: list[str] | None = None) -> TrainConfig:
+    args = vars(build_parser().parse_args(argv))
+    config_file = args.pop("config")
+    values: dict[str, Any] = {}
+    if config_file:
+        path = Path(config_file)
+        if not path.exists():
+            raise ConfigError(f"--config {path} does not exist")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"--config {path} must hold a mapping of field: value")
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        unknown = sorted(set(loaded) - known)
+        if unknown:
+            raise ConfigError(f"--config {path}: unknown field(s) {', '.join(unknown)}; see --help")
+        values.update(loaded)
+    values.update({k: v for k, v in args.items() if v is not None})
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(**{k: _coerce(k, v, _type_of(fields[k])) for k, v in values.items()})
+    config.validate()
+    return config

@@ -1,0 +1,463 @@
+"""REINFORCE + LoRA on interrupted sessions.
+
+    accelerate launch training/reinforce.py --config training/configs/llama-3.2-1b.yaml
+    accelerate launch --cpu training/reinforce.py --config training/configs/tiny-cpu.yaml \
+        --model_name_or_path DIR --dataset_path DATA
+
+Each step: sample K sessions per episode from the train split (the same replay loop and
+scorer as the lm-eval tasks), score them, turn scores into rewards and advantages (RLOO by
+default), and take one policy-gradient step on the tokens the model sampled, normalised
+over all tokens of the step. The adapter lands in ``output_dir`` as a standard peft
+directory: ``lm_eval --model hf --model_args pretrained=BASE,peft=OUTPUT_DIR ...``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from interrupt_bench.dataset import load_episodes
+from interrupt_bench.errors import ConfigError, InterruptBenchError
+from interrupt_bench.rewards import RewardWeights, advantages, normalise, reward
+from interrupt_bench.rollout import SamplingResponder
+from interrupt_bench.session import replay
+from training.config import TrainConfig, parse_config
+from training.report import plot_curves, write_model_card
+
+
+def load_model(cfg: TrainConfig):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(cfg.model_name_or_path)
+        base = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot load model {cfg.model_name_or_path!r} ({str(exc).splitlines()[0]}); pass a "
+            "local Hugging Face model directory or a Hub id you can download"
+        ) from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if cfg.chat and not tokenizer.chat_template:
+        raise ConfigError(f"{cfg.model_name_or_path} has no chat template; pass --chat false")
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.lora_target_modules),
+        task_type="CAUSAL_LM",
+    )
+    return tokenizer, get_peft_model(base, lora)
+
+
+def rollout(model, tokenizer, episodes, cfg: TrainConfig, greedy: bool = False):
+    """Sample one session per episode; returns transcripts and their token records."""
+    responder = SamplingResponder(
+        model,
+        tokenizer,
+        episodes,
+        chat=cfg.chat,
+        temperature=cfg.temperature,
+        greedy=greedy,
+        kv_cache=cfg.kv_cache,
+    )
+    was_training = model.training
+    model.eval()
+    transcripts = replay(episodes, responder)
+    model.train(was_training)
+    return transcripts, responder
+
+
+def batch_tensors(sessions, indices, pad_id: int, device):
+    """Right-padded ids, attention mask, loss mask (sampled tokens) and sampler log-probs."""
+    width = max(len(sessions[i].ids) for i in indices)
+    ids = torch.full((len(indices), width), pad_id, dtype=torch.long)
+    attn = torch.zeros(len(indices), width, dtype=torch.long)
+    sampled = torch.zeros(len(indices), width, dtype=torch.bool)
+    old_logp = torch.zeros(len(indices), width)
+    for row, i in enumerate(indices):
+        s, n = sessions[i], len(sessions[i].ids)
+        ids[row, :n] = torch.tensor(s.ids)
+        attn[row, :n] = 1
+        sampled[row, :n] = torch.tensor(s.sampled)
+        old_logp[row, :n] = torch.tensor(s.logprobs)
+    return ids.to(device), attn.to(device), sampled.to(device), old_logp.to(device)
+
+
+def token_logprobs(model, ids, attn, temperature: float):
+    """Log-probs of each next token at the sampling temperature, and per-position entropy."""
+    logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float() / temperature
+    logp_all = torch.log_softmax(logits, dim=-1)
+    logp = logp_all.gather(-1, ids[:, 1:, None]).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logp, entropy
+
+
+def evaluate(model, tokenizer, episodes, cfg, weights, accelerator) -> dict[str, float]:
+    """Greedy sessions on held-out episodes (this rank's shard), averaged over ranks."""
+    shard = episodes[accelerator.process_index :: accelerator.num_processes]
+    with accelerator.autocast():
+        transcripts, _ = rollout(
+            accelerator.unwrap_model(model), tokenizer, shard, cfg, greedy=True
+        )
+    scores = [t.score() for t in transcripts]
+    sums = torch.tensor(
+        [[reward(s, weights), s.accuracy, s.reattempts, 1.0] for s in scores],
+        dtype=torch.float64,
+        device=accelerator.device,
+    ).sum(0)
+    sums = accelerator.reduce(sums, reduction="sum")
+    n = max(float(sums[3]), 1.0)
+    return {
+        "val_reward": float(sums[0]) / n,
+        "val_accuracy": float(sums[1]) / n,
+        "val_reattempts": float(sums[2]) / n,
+    }
+
+
+def checkpoint_dirs(output_dir: Path) -> list[Path]:
+    return sorted((output_dir / "checkpoints").glob("step-[0-9]*[0-9]"))
+
+
+def save_checkpoint(accelerator, output_dir: Path, state: dict, limit: int) -> None:
+    """accelerate state (adapter and model, optimizer, scheduler, RNG) plus the trainer
+    state, written to a temporary name and renamed, so a kill never leaves half a checkpoint."""
+    final = output_dir / "checkpoints" / f"step-{state['step']:07d}"
+    tmp = final.with_name(final.name + ".partial")
+    accelerator.save_state(str(tmp))
+    if accelerator.is_main_process:
+        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in checkpoint_dirs(output_dir)[:-limit]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = parse_config(argv)
+    except InterruptBenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    output_dir = Path(cfg.output_dir)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / ".write-test").touch()
+        (output_dir / ".write-test").unlink()
+    except OSError as exc:
+        print(
+            f"error: output_dir {output_dir} is not writable ({exc.strerror}); "
+            "choose another --output_dir",
+            file=sys.stderr,
+        )
+        return 2
+    trackers = ["tensorboard"] if _has("tensorboard") else []
+    accelerator = Accelerator(log_with=trackers or None, project_dir=str(output_dir))
+    set_seed(cfg.seed)
+
+    def log(msg: str) -> None:
+        accelerator.print(f"[reinforce] {msg}")
+
+    try:
+        tokenizer, model = load_model(cfg)
+        train = load_episodes(cfg.dataset_path, cfg.dataset_config, "train")
+        val = load_episodes(
+            cfg.dataset_path, cfg.dataset_config, "validation", limit=cfg.eval_episodes
+        )
+    except InterruptBenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    weights = RewardWeights(
+        cfg.reward_accuracy, cfg.reward_reattempts, cfg.reward_format, cfg.reward_answer_once
+    )
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+    )
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, cfg.warmup_steps, 10**9
+    )  # constant after warm-up
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    if trackers:
+        accelerator.init_trackers("reinforce", config={k: str(v) for k, v in asdict(cfg).items()})
+
+    state = {"step": 0, "data_pos": 0, "running_mean": 0.0, "best_val": None, "collapse": None}
+    log_path = output_dir / "train_log.jsonl"
+    if cfg.resume and checkpoint_dirs(output_dir):
+        latest = checkpoint_dirs(output_dir)[-1]
+        accelerator.load_state(str(latest))
+        state = json.loads((latest / "trainer_state.json").read_text())
+        log(f"resumed from {latest} (step {state['step']})")
+        if accelerator.is_main_process and log_path.exists():  # drop steps after the checkpoint
+            lines = [
+                ln
+                for ln in log_path.read_text().splitlines()
+                if json.loads(ln)["step"] <= state["step"]
+            ]
+            log_path.write_text("".join(ln + "\n" for ln in lines))
+    elif accelerator.is_main_process:
+        log_path.write_text("")
+        (output_dir / "samples.jsonl").write_text("")
+    if accelerator.is_main_process:
+        (output_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    log(
+        f"{len(train)} train episodes, {len(val)} validation, "
+        f"{accelerator.num_processes} process(es), "
+        f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable parameters"
+    )
+
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+    per_step = cfg.episodes_per_step * accelerator.num_processes
+    K = cfg.samples_per_episode
+    bar = tqdm(
+        range(state["step"], cfg.max_steps),
+        initial=state["step"],
+        total=cfg.max_steps,
+        desc="reinforce",
+        disable=not accelerator.is_local_main_process,
+    )
+    for step in bar:
+        # 1. Rollouts: this rank's episodes, each K times, replayed turn-synchronously.
+        start = state["data_pos"] + accelerator.process_index * cfg.episodes_per_step
+        episodes = [train[order[(start + i) % len(train)]] for i in range(cfg.episodes_per_step)]
+        state["data_pos"] = (state["data_pos"] + per_step) % len(train)
+        t0 = time.perf_counter()
+        with accelerator.autocast():
+            transcripts, responder = rollout(
+                accelerator.unwrap_model(model),
+                tokenizer,
+                [e for e in episodes for _ in range(K)],
+                cfg,
+            )
+        rollout_seconds = time.perf_counter() - t0
+        scores = [t.score() for t in transcripts]
+
+        # 2. Rewards and advantages.
+        rewards = [reward(s, weights) for s in scores]
+        adv = advantages(rewards, K, cfg.baseline, state["running_mean"])
+        if cfg.normalize_advantages:
+            adv = normalise(adv)
+        batch_mean = float(
+            accelerator.reduce(
+                torch.tensor(sum(rewards) / len(rewards), device=accelerator.device), "mean"
+            )
+        )
+        state["running_mean"] = (
+            cfg.running_mean_decay * state["running_mean"]
+            + (1 - cfg.running_mean_decay) * batch_mean
+        )
+
+        # 3. Policy gradient on the sampled tokens, normalised over every token of the step.
+        sessions = responder.sessions
+        n_tokens = torch.tensor(
+            float(sum(sum(s.sampled) for s in sessions)), device=accelerator.device
+        )
+        total_tokens = max(
+            float(accelerator.reduce(n_tokens, "sum")) / accelerator.num_processes, 1.0
+        )
+        micro = [
+            list(range(i, min(i + cfg.micro_batch_size, len(sessions))))
+            for i in range(0, len(sessions), cfg.micro_batch_size)
+        ]
+        sums = {"loss": 0.0, "entropy": 0.0, "kl": 0.0, "logprob_err": 0.0}
+        for j, idx in enumerate(micro):
+            ids, attn, sampled, old_logp = batch_tensors(
+                sessions, idx, tokenizer.pad_token_id, accelerator.device
+            )
+            mask = sampled[:, 1:].float()
+            a = torch.tensor([adv[i] for i in idx], device=accelerator.device)[:, None]
+            sync = j == len(micro) - 1
+            with nullcontext() if sync else accelerator.no_sync(model), accelerator.autocast():
+                logp, entropy = token_logprobs(model, ids, attn, cfg.temperature)
+                loss = -(a * logp * mask).sum() / total_tokens
+                if cfg.kl_coef > 0:
+                    with torch.no_grad(), accelerator.unwrap_model(model).disable_adapter():
+                        ref_logp, _ = token_logprobs(
+                            accelerator.unwrap_model(model), ids, attn, cfg.temperature
+                        )
+                    log_ratio = ref_logp - logp
+                    kl = (log_ratio.exp() - 1 - log_ratio) * mask  # k3 estimator, >= 0
+                    loss = loss + cfg.kl_coef * kl.sum() / total_tokens
+                    sums["kl"] += float(kl.sum())
+                accelerator.backward(loss)
+            sums["loss"] += loss.item()
+            sums["entropy"] += float((entropy.detach() * mask).sum())
+            if step == 0 and cfg.check_logprobs:
+                err = ((logp.detach() - old_logp[:, 1:]).abs() * mask).max()
+                sums["logprob_err"] = max(sums["logprob_err"], float(err))
+
+        if step == 0 and cfg.check_logprobs:
+            tol = 1e-3 if accelerator.mixed_precision == "no" else 5e-2
+            verdict = "ok" if sums["logprob_err"] <= tol else "MISMATCH"
+            log(
+                "first-step check: max |recomputed - sampler| log-prob = "
+                f"{sums['logprob_err']:.2e} "
+                f"(tolerance {tol:g}): {verdict}"
+            )
+            if verdict != "ok":
+                raise RuntimeError(
+                    "recomputed log-probs do not match the sampler's: "
+                    "the loss would train on other tokens"
+                )
+
+        # 4. One optimizer step, unless the loss or gradient is not finite.
+        grad_norm = accelerator.clip_grad_norm_(
+            model.parameters(), cfg.max_grad_norm or float("inf")
+        )
+        skipped = None
+        if not math.isfinite(sums["loss"]) or not math.isfinite(float(grad_norm)):
+            skipped = f"non-finite loss {sums['loss']} or gradient norm {float(grad_norm)}"
+            log(f"step {step + 1}: skipped, {skipped}")
+        else:
+            optimizer.step()
+            scheduler.step()
+        optimizer.zero_grad()
+        state["step"] = step + 1
+
+        # 5. Logs.
+        tokens = float(n_tokens)
+        record = {
+            "step": step + 1,
+            "reward": batch_mean,
+            "accuracy": _mean(s.accuracy for s in scores),
+            "reattempts": _mean(s.reattempts for s in scores),
+            "resumption_rate": _ratio(scores),
+            "format_rate": _mean(s.format_rate for s in scores),
+            "loss": sums["loss"],
+            "entropy": sums["entropy"] / max(tokens, 1.0),
+            "kl": sums["kl"] / max(tokens, 1.0),
+            "grad_norm": float(grad_norm),
+            "lr": scheduler.get_last_lr()[0],
+            "tokens_per_second": responder.generated_tokens / max(rollout_seconds, 1e-9),
+            "mean_output_length": tokens / max(sum(len(t.outputs) for t in transcripts), 1),
+            "skipped": skipped,
+        }
+        if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
+            record.update(evaluate(model, tokenizer, val, cfg, weights, accelerator))
+            best = state["best_val"]
+            if best is None or record["val_reward"] > best:
+                state["best_val"] = record["val_reward"]
+                accelerator.unwrap_model(model).save_pretrained(
+                    output_dir / "best", is_main_process=accelerator.is_main_process
+                )
+            reason = _collapse(record, state, cfg)
+            if reason:
+                record["collapse"] = reason
+                log(f"step {step + 1}: collapse guard: {reason}; {cfg.on_collapse}")
+                _restore_best(model, output_dir, accelerator)
+                if cfg.on_collapse == "stop":
+                    state["collapse"] = reason
+        if accelerator.is_main_process:
+            with log_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            if (step + 1) % cfg.sample_every == 0 or step == 0:
+                with (output_dir / "samples.jsonl").open("a") as f:
+                    f.write(
+                        json.dumps(
+                            {"step": step + 1, "reward": rewards[0], **transcripts[0].to_dict()}
+                        )
+                        + "\n"
+                    )
+        accelerator.log(
+            {k: v for k, v in record.items() if isinstance(v, (int, float))}, step=step + 1
+        )
+        bar.set_postfix(
+            reward=f"{batch_mean:.3f}",
+            acc=f"{record['accuracy']:.3f}",
+            ent=f"{record['entropy']:.2f}",
+        )
+        if cfg.save_every and (step + 1) % cfg.save_every == 0:
+            save_checkpoint(accelerator, output_dir, state, cfg.save_total_limit)
+        if state["collapse"]:
+            break
+
+    # 6. The adapter at output_dir itself, plus curves and a model card.
+    accelerator.wait_for_everyone()
+    final = evaluate(model, tokenizer, val, cfg, weights, accelerator) if cfg.eval_every else {}
+    accelerator.unwrap_model(model).save_pretrained(
+        output_dir, is_main_process=accelerator.is_main_process
+    )
+    if accelerator.is_main_process:
+        tokenizer.save_pretrained(output_dir)
+        plot_curves(log_path, output_dir / "training_curves.png")
+        write_model_card(output_dir, cfg, final, state)
+        log(
+            f"adapter saved to {output_dir} after {state['step']} steps"
+            + (f" (stopped: {state['collapse']})" if state["collapse"] else "")
+        )
+        if cfg.push_to_hub:
+            from huggingface_hub import HfApi
+
+            HfApi().upload_folder(
+                folder_path=str(output_dir),
+                repo_id=cfg.push_to_hub,
+                ignore_patterns=["checkpoints/*"],
+                commit_message="interrupt-bench REINFORCE adapter",
+            )
+    accelerator.end_training()
+    return 0
+
+
+def _collapse(record: dict, state: dict, cfg: TrainConfig) -> str | None:
+    if cfg.min_entropy and record["entropy"] < cfg.min_entropy:
+        return f"entropy {record['entropy']:.3f} fell below min_entropy {cfg.min_entropy}"
+    if (
+        state["best_val"] is not None
+        and record["val_reward"] < state["best_val"] - cfg.max_val_drop
+    ):
+        return (
+            f"validation reward {record['val_reward']:.3f} fell more than "
+            f"{cfg.max_val_drop} below the best {state['best_val']:.3f}"
+        )
+    return None
+
+
+def _restore_best(model, output_dir: Path, accelerator) -> None:
+    """Load the best adapter's weights back into the model (stop or rollback)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    accelerator.wait_for_everyone()
+    path = output_dir / "best" / "adapter_model.safetensors"
+    if path.exists():
+        set_peft_model_state_dict(accelerator.unwrap_model(model), load_file(str(path)))
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else math.nan
+
+
+def _ratio(scores) -> float:
+    den = sum(s.resumption_den for s in scores)
+    return sum(s.resumption_num for s in scores) / den if den else math.nan
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,76 @@
+"""What a training run leaves for people: the curves as a PNG (the paper's Figure 1) and
+a model card rendered from ``hub_cards/model_card.md.j2``."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import yaml
+from jinja2 import FileSystemLoader, StrictUndefined
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+HUB_CARDS = Path(__file__).resolve().parents[1] / "hub_cards"
+PANELS = (
+    ("reward", "val_reward"),
+    ("accuracy", "val_accuracy"),
+    ("reattempts", "val_reattempts"),
+    ("entropy", "kl"),
+)
+
+
+def read_log(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def plot_curves(log_path: Path, png: Path, title: str = "REINFORCE on interrupt-bench") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_log(log_path)
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
+    for ax, names in zip(axes.flat, PANELS):
+        for name, style in zip(names, ("-", "o--")):
+            points = [
+                (r["step"], r[name])
+                for r in rows
+                if isinstance(r.get(name), (int, float)) and math.isfinite(r[name])
+            ]
+            if points:
+                ax.plot(*zip(*points), style, label=name.replace("_", " "), markersize=4)
+        ax.set_title(" / ".join(n.replace("_", " ") for n in names))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in axes[1]:
+        ax.set_xlabel("step")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png
+
+
+def write_model_card(output_dir: Path, cfg, final: dict, state: dict) -> Path:
+    env = ImmutableSandboxedEnvironment(
+        loader=FileSystemLoader(str(HUB_CARDS)),
+        undefined=StrictUndefined,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    rows = read_log(output_dir / "train_log.jsonl")
+    text = env.get_template("model_card.md.j2").render(
+        cfg=cfg,
+        config_yaml=yaml.safe_dump(asdict(cfg), sort_keys=False).strip(),
+        final=final,
+        state=state,
+        first=rows[0] if rows else {},
+        last=rows[-1] if rows else {},
+    )
+    path = output_dir / "README.md"
+    path.write_text(text.strip() + "\n")
+    return path
