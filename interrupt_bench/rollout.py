@@ -26,6 +26,41 @@ from interrupt_bench.session import TurnRequest, TurnResult, conversation
 PLACEHOLDER = "\ue000"  # stands for an assistant message while rendering the template
 
 
+def growing_cache():
+    """A ``DynamicCache`` whose layers grow a buffer by doubling instead of concatenating
+    on every step: concatenation copies the whole cache per token, which on long
+    multi-turn sessions costs more than the model itself."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+                self._k = self._v = None
+                self._len = 0
+            end = self._len + key_states.shape[-2]
+            if self._k is None or end > self._k.shape[-2]:
+                capacity = max(end, 2 * (0 if self._k is None else self._k.shape[-2]), 256)
+                k = key_states.new_empty((*key_states.shape[:-2], capacity, key_states.shape[-1]))
+                v = value_states.new_empty(
+                    (*value_states.shape[:-2], capacity, value_states.shape[-1])
+                )
+                if self._len:
+                    k[..., : self._len, :] = self._k[..., : self._len, :]
+                    v[..., : self._len, :] = self._v[..., : self._len, :]
+                self._k, self._v = k, v
+            self._k[..., self._len : end, :] = key_states
+            self._v[..., self._len : end, :] = value_states
+            self._len = end
+            self.keys, self.values = self._k[..., :end, :], self._v[..., :end, :]
+            return self.keys, self.values
+
+    cache = DynamicCache()
+    cache.layer_class_to_replicate = GrowingLayer
+    return cache
+
+
 def render(tokenizer, messages: list[dict[str, str]], chat: bool) -> str:
     if chat:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -97,8 +132,6 @@ class SamplingResponder:
     # -- the batched forward pass --------------------------------------------------------
     def _forward(self, rows: list[list[int]]):
         """Feed each row's new ids (left-padded to one length) on top of the cache."""
-        from transformers import DynamicCache
-
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long, device=self.device)
         real_new = torch.zeros(len(rows), width, dtype=torch.bool, device=self.device)
@@ -117,7 +150,7 @@ class SamplingResponder:
         mask = torch.zeros(allowed.shape, dtype=self.model.dtype, device=self.device)
         mask.masked_fill_(~allowed, torch.finfo(self.model.dtype).min)
         if self.cache is None:
-            self.cache = DynamicCache()
+            self.cache = growing_cache()
         out = self.model(
             input_ids=ids,
             attention_mask=mask[:, None],

@@ -230,3 +230,16 @@ def test_unwritable_output_and_missing_train_split(tiny_model, small_dataset, tm
     )
     proc = _run([sys.executable, SCRIPT, *_args(tiny_model, test_only, tmp_path / "y")])
     assert proc.returncode == 2 and "no split 'train'" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_collapse_guard_stops_and_keeps_the_best_adapter(tiny_model, small_dataset, tmp_path):
+    out = tmp_path / "guard"
+    extra = ("--max_steps", "6", "--eval_every", "1", "--min_entropy", "100", "--save_every", "0")
+    proc = _run([sys.executable, SCRIPT, *_args(tiny_model, small_dataset, out, *extra)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = _log(out)
+    assert len(rows) == 1 and "entropy" in rows[0]["collapse"]
+    assert "collapse guard" in proc.stdout and "stopped:" in proc.stdout
+    assert (out / "best" / "adapter_model.safetensors").exists()
+    assert (out / "adapter_model.safetensors").exists()
+    assert "collapse guard" in (out / "README.md").read_text()
