@@ -159,7 +159,13 @@ class SamplingResponder:
             use_cache=True,
         )
         self.real = real
-        return out.logits[:, -1].float()
+        logits = out.logits[:, -1].float()
+        if not bool(torch.isfinite(logits).all()):
+            raise FloatingPointError(
+                "the model produced non-finite logits: its weights have diverged (lower the "
+                "learning rate, or resume from an earlier checkpoint)"
+            )
+        return logits
 
     def _reset_cache(self) -> None:
         self.cache = None

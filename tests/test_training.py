@@ -243,3 +243,27 @@ def test_collapse_guard_stops_and_keeps_the_best_adapter(tiny_model, small_datas
     assert (out / "best" / "adapter_model.safetensors").exists()
     assert (out / "adapter_model.safetensors").exists()
     assert "collapse guard" in (out / "README.md").read_text()
+
+
+def test_diverging_weights_stop_with_a_clear_error_and_no_adapter(
+    tiny_model, small_dataset, tmp_path
+):
+    out = tmp_path / "diverge"
+    extra = (
+        "--max_steps",
+        "3",
+        "--eval_every",
+        "0",
+        "--learning_rate",
+        "1e30",
+        "--max_grad_norm",
+        "0",
+        "--reward_format",
+        "1",
+        "--baseline",
+        "none",
+    )
+    proc = _run([sys.executable, SCRIPT, *_args(tiny_model, small_dataset, out, *extra)])
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "non-finite logits" in proc.stderr and "without writing an adapter" in proc.stderr
+    assert not (out / "adapter_model.safetensors").exists()

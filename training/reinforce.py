@@ -13,6 +13,7 @@ directory: ``lm_eval --model hf --model_args pretrained=BASE,peft=OUTPUT_DIR ...
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -148,6 +149,18 @@ def save_checkpoint(accelerator, output_dir: Path, state: dict, limit: int) -> N
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return train(argv)
+    except FloatingPointError as exc:
+        print(
+            f"error: {exc}. Training stopped without writing an adapter; checkpoints written "
+            "before this step are intact (--resume true continues from the newest).",
+            file=sys.stderr,
+        )
+        return 3
+
+
+def train(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_config(argv)
     except InterruptBenchError as exc:
@@ -329,8 +342,19 @@ def main(argv: list[str] | None = None) -> int:
             skipped = f"non-finite loss {sums['loss']} or gradient norm {float(grad_norm)}"
             log(f"step {step + 1}: skipped, {skipped}")
         else:
+            trainable = [p for p in model.parameters() if p.requires_grad]
+            before = [p.detach().clone() for p in trainable]
+            optimizer_before = copy.deepcopy(optimizer.state_dict())
             optimizer.step()
-            scheduler.step()
+            if all(bool(torch.isfinite(p).all()) for p in trainable):
+                scheduler.step()
+            else:  # an update that overflows the weights is undone, never saved
+                with torch.no_grad():
+                    for p, old in zip(trainable, before):
+                        p.copy_(old)
+                optimizer.load_state_dict(optimizer_before)
+                skipped = "the update made adapter weights non-finite; undone"
+                log(f"step {step + 1}: skipped, {skipped}")
         optimizer.zero_grad()
         state["step"] = step + 1
 

@@ -34,7 +34,8 @@ def plot_curves(log_path: Path, png: Path, title: str = "REINFORCE on interrupt-
     rows = read_log(log_path)
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
     for ax, names in zip(axes.flat, PANELS):
-        for name, style in zip(names, ("-", "o--")):
+        for name in names:
+            style = "o--" if name.startswith("val_") else "-"  # validation runs every N steps
             points = [
                 (r["step"], r[name])
                 for r in rows
