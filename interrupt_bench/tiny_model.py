@@ -1,5 +1,5 @@
 """Small Llama-style models built entirely offline: a byte-level BPE tokenizer trained on
-the benchmark's own text (digits split, protocol tags as single tokens), a chat template
+the benchmark's own text (digits split one by one), a chat template
 that insists on strict user/assistant alternation, and a randomly initialised model.
 Tests use them in seconds; the reference models train on top of the same code path."""
 

@@ -1,0 +1,65 @@
+"""A miniature reference model through the same code path as the real ones."""
+
+import json
+
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from interrupt_bench.config import get_config
+from interrupt_bench.episodes import generate_episode
+from interrupt_bench.reference_models import build_reference_model, reference_model, sft_example
+from interrupt_bench.session import conversation
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory):
+    return build_reference_model(
+        "mini", tmp_path_factory.mktemp("ref") / "mini", seed=0, progress=False
+    )
+
+
+def test_mini_is_a_loadable_hf_directory(mini):
+    info = json.loads((mini / "reference_model.json").read_text())
+    assert info["size"] == "mini" and info["parameters"] > 0
+    model = AutoModelForCausalLM.from_pretrained(mini)
+    assert model.config.model_type == "llama"
+
+
+def test_tokenizer_round_trips_the_tags_and_renders_a_session(mini):
+    tok = AutoTokenizer.from_pretrained(mini)
+    for text in [
+        "<answer task=12>10.49</answer>",
+        '<thinking task="3">so 5 < 7',
+        "<question task=1>Hi</question>",
+    ]:
+        assert tok.decode(tok.encode(text, add_special_tokens=False)) == text
+    episode = generate_episode(get_config("default"), "test", 0)
+    rendered = tok.apply_chat_template(
+        conversation(episode, ["", "<answer task=2>1</answer>"]),
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    assert rendered.endswith("<|assistant|>") and "<question task=3>" in rendered
+
+
+def test_sft_loss_is_on_assistant_tokens_only(mini):
+    tok = AutoTokenizer.from_pretrained(mini)
+    episode = generate_episode(get_config("default"), "train", 1)
+    ids, mask = sft_example(tok, episode, "oracle")
+    trained = tok.decode([i for i, m in zip(ids, mask) if m], skip_special_tokens=True)
+    assert (
+        "<answer task=1>" in trained
+        and "<question" not in trained
+        and "You will be asked" not in trained
+    )
+    budgets = episode.turn_budgets()
+    assert sum(mask) <= sum(budgets) + len(budgets) + 1  # cut text plus end-of-turn tokens
+
+
+def test_same_seed_same_weights_and_cache_reuse(mini, tmp_path):
+    again = build_reference_model("mini", tmp_path / "again", seed=0, progress=False)
+    assert (again / "model.safetensors").read_bytes() == (mini / "model.safetensors").read_bytes()
+    cached = reference_model("mini", seed=0, cache_dir=tmp_path / "cache")
+    stamp = (cached / "reference_model.json").stat().st_mtime_ns
+    assert reference_model("mini", seed=0, cache_dir=tmp_path / "cache") == cached
+    assert (cached / "reference_model.json").stat().st_mtime_ns == stamp
