@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: build the whole benchmark dataset offline and
-# print what it holds (configs, splits, counts, an example episode, reference scores).
+# The main job on the embedded default, offline: build the whole dataset and summarise it,
+# build (first run, about 15 minutes on 2 cores) or reuse the small reference model, run
+# lm_eval --tasks interrupt_bench on it, print the results table and write a PNG.
+# Arguments go to `python -m interrupt_bench.main_job` (see --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
-OUT="${1:-build/interrupt_bench}"
-.venv/bin/python -m dataset_builder build --out "$OUT" --summary
+.venv/bin/python -m interrupt_bench.main_job "$@"

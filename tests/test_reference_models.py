@@ -63,3 +63,34 @@ def test_same_seed_same_weights_and_cache_reuse(mini, tmp_path):
     stamp = (cached / "reference_model.json").stat().st_mtime_ns
     assert reference_model("mini", seed=0, cache_dir=tmp_path / "cache") == cached
     assert (cached / "reference_model.json").stat().st_mtime_ns == stamp
+
+
+def test_main_job_on_a_miniature(mini, tmp_path):
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "interrupt_bench.main_job",
+            "--out",
+            str(tmp_path),
+            "--model",
+            str(mini),
+            "--limit",
+            "4",
+            "--batch-size",
+            "4",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "accuracy" in proc.stdout and "reattempts" in proc.stdout  # lm-eval's table
+    png = tmp_path / "interrupt_bench.png"
+    assert png.exists() and png.read_bytes()[:4] == b"\x89PNG"

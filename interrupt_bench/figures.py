@@ -1,0 +1,86 @@
+"""Pictures a person would rather look at than read: accuracy and re-attempt rate by the
+task's own turn budget and by task family, from lm-eval's logged samples."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+BUDGET_BINS = ((0, 0), (1, 20), (21, 40), (41, 60), (61, 80), (81, 100), (101, 10**9))
+
+
+def _bin_label(lo: int, hi: int) -> str:
+    return "0" if hi == 0 else (f">{lo - 1}" if hi >= 10**9 else f"{lo}-{hi}")
+
+
+def task_rows(samples_path: Path) -> list[dict]:
+    """One row per task of every logged session: family, own-turn budget, verdicts."""
+    rows = []
+    for line in Path(samples_path).read_text().splitlines():
+        sample = json.loads(line)
+        for session in json.loads(sample["resps"][0][0])["sessions"]:
+            budgets = session["budgets"]
+            for verdict in session["verdicts"]:
+                k = verdict["task_id"]
+                rows.append(
+                    {
+                        "family": verdict["family"],
+                        "budget": budgets[k - 1],
+                        "correct": verdict["correct"],
+                        "reattempted": any(t > k for t in verdict["attempt_turns"]),
+                    }
+                )
+    return rows
+
+
+def plot_by_budget_and_family(samples_path: Path, png: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = task_rows(samples_path)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    labels, acc, reatt, counts = [], [], [], []
+    for lo, hi in BUDGET_BINS:
+        chosen = [r for r in rows if lo <= r["budget"] <= hi]
+        if chosen:
+            labels.append(_bin_label(lo, hi))
+            acc.append(sum(r["correct"] for r in chosen) / len(chosen))
+            reatt.append(sum(r["reattempted"] for r in chosen) / len(chosen))
+            counts.append(len(chosen))
+    x = range(len(labels))
+    left.bar([i - 0.2 for i in x], acc, width=0.4, label="accuracy")
+    left.bar([i + 0.2 for i in x], reatt, width=0.4, label="re-attempted later")
+    left.set_xticks(list(x), [f"{lab}\n(n={n})" for lab, n in zip(labels, counts)], fontsize=8)
+    left.set_xlabel("budget of the task's own turn (tokens)")
+    left.set_ylim(0, 1)
+    left.set_title("by turn budget")
+    left.legend(fontsize=8)
+    by_family = defaultdict(list)
+    for r in rows:
+        by_family[r["family"]].append(r)
+    families = sorted(by_family)
+    right.bar(
+        families,
+        [sum(r["correct"] for r in by_family[f]) / len(by_family[f]) for f in families],
+        color="tab:blue",
+        width=0.4,
+        label="accuracy",
+    )
+    right.bar(
+        [i + 0.4 for i in range(len(families))],
+        [sum(r["reattempted"] for r in by_family[f]) / len(by_family[f]) for f in families],
+        color="tab:orange",
+        width=0.4,
+        label="re-attempted later",
+    )
+    right.set_ylim(0, 1)
+    right.set_title("by task family")
+    right.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png
