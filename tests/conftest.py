@@ -35,3 +35,13 @@ def tiny_model(tmp_path_factory) -> Path:
     from interrupt_bench.tiny_model import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def mini(tmp_path_factory) -> Path:
+    """The miniature reference model, built through the same code path as the real ones."""
+    from interrupt_bench.reference_models import build_reference_model
+
+    return build_reference_model(
+        "mini", tmp_path_factory.mktemp("ref") / "mini", seed=0, progress=False
+    )

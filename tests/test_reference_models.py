@@ -2,20 +2,12 @@
 
 import json
 
-import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from interrupt_bench.config import get_config
 from interrupt_bench.episodes import generate_episode
 from interrupt_bench.reference_models import build_reference_model, reference_model, sft_example
 from interrupt_bench.session import conversation
-
-
-@pytest.fixture(scope="module")
-def mini(tmp_path_factory):
-    return build_reference_model(
-        "mini", tmp_path_factory.mktemp("ref") / "mini", seed=0, progress=False
-    )
 
 
 def test_mini_is_a_loadable_hf_directory(mini):

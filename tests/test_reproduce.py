@@ -1,0 +1,87 @@
+"""The reproduction commands on a miniature scale: outputs exist and hold lm-eval's numbers."""
+
+import json
+import subprocess
+import sys
+
+from dataset_builder import build_dataset
+from interrupt_bench.config import CONFIGS
+
+from .conftest import ROOT
+
+
+def _run(*args):
+    proc = subprocess.run(
+        [sys.executable, "-m", "interrupt_bench.reproduce", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_table1_and_table2_hold_what_lm_eval_reported(mini, tiny_model, tmp_path):
+    data = tmp_path / "data"
+    build_dataset(data, list(CONFIGS.values()), splits=["test"], sizes={"test": 2}, progress=False)
+    out = tmp_path / "out"
+    _run(
+        "table1",
+        "--model",
+        str(mini),
+        "--dataset-path",
+        str(data),
+        "--limit",
+        "2",
+        "--batch-size",
+        "4",
+        "--out",
+        str(out),
+    )
+    results = json.loads((out / "table1.json").read_text())
+    table = (out / "table1.md").read_text()
+    assert len(results) == 9 and (out / "table1.png").exists()
+    acc = results["interrupt_bench_tasks10_budget50to200"]
+    assert f"{acc['accuracy,none']:.3f} ± {acc['accuracy_stderr,none']:.3f}" in table
+
+    _run(
+        "table2",
+        "--model",
+        str(mini),
+        "--model",
+        str(tiny_model),
+        "--dataset-path",
+        str(data),
+        "--limit",
+        "2",
+        "--batch-size",
+        "4",
+        "--out",
+        str(out),
+    )
+    results = json.loads((out / "table2.json").read_text())
+    table = (out / "table2.md").read_text()
+    assert (out / "table2.png").exists() and len(
+        table.strip().splitlines()
+    ) == 6  # title, blank, header, rule, 2 models
+    for res in results.values():
+        assert f"{res['interrupt_bench']['reattempts,none']:.3f}" in table
+
+
+def test_figure1_from_a_training_log(tmp_path):
+    log = tmp_path / "train_log.jsonl"
+    rows = [
+        {
+            "step": i,
+            "reward": i / 10,
+            "accuracy": i / 20,
+            "reattempts": 0.1,
+            "entropy": 2.0,
+            "kl": 0.0,
+        }
+        for i in range(1, 6)
+    ]
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _run("figure1", "--log", str(log), "--out", str(tmp_path))
+    assert (tmp_path / "figure1.png").read_bytes()[:4] == b"\x89PNG"
