@@ -32,6 +32,7 @@ from interrupt_bench.dataset import load_episodes
 from interrupt_bench.errors import ConfigError, InterruptBenchError
 from interrupt_bench.rewards import RewardWeights, advantages, normalise, reward
 from interrupt_bench.rollout import SamplingResponder
+from interrupt_bench.scoring import aggregate
 from interrupt_bench.session import replay
 from training.config import TrainConfig, parse_config
 from training.report import plot_curves, write_model_card
@@ -360,13 +361,14 @@ def train(argv: list[str] | None = None) -> int:
 
         # 5. Logs.
         tokens = float(n_tokens)
+        batch = aggregate(scores)
         record = {
             "step": step + 1,
             "reward": batch_mean,
-            "accuracy": _mean(s.accuracy for s in scores),
-            "reattempts": _mean(s.reattempts for s in scores),
-            "resumption_rate": _ratio(scores),
-            "format_rate": _mean(s.format_rate for s in scores),
+            "accuracy": batch["accuracy"],
+            "reattempts": batch["reattempts"],
+            "resumption_rate": batch["resumption_rate"],
+            "format_rate": batch["format_rate"],
             "loss": sums["loss"],
             "entropy": sums["entropy"] / max(tokens, 1.0),
             "kl": sums["kl"] / max(tokens, 1.0),
@@ -465,16 +467,6 @@ def _restore_best(model, output_dir: Path, accelerator) -> None:
     path = output_dir / "best" / "adapter_model.safetensors"
     if path.exists():
         set_peft_model_state_dict(accelerator.unwrap_model(model), load_file(str(path)))
-
-
-def _mean(values) -> float:
-    values = list(values)
-    return sum(values) / len(values) if values else math.nan
-
-
-def _ratio(scores) -> float:
-    den = sum(s.resumption_den for s in scores)
-    return sum(s.resumption_num for s in scores) / den if den else math.nan
 
 
 def _has(module: str) -> bool:

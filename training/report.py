@@ -9,10 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import yaml
-from jinja2 import FileSystemLoader, StrictUndefined
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-HUB_CARDS = Path(__file__).resolve().parents[1] / "hub_cards"
 PANELS = (
     ("reward", "val_reward"),
     ("accuracy", "val_accuracy"),
@@ -56,13 +53,9 @@ def plot_curves(log_path: Path, png: Path, title: str = "REINFORCE on interrupt-
 
 
 def write_model_card(output_dir: Path, cfg, final: dict, state: dict) -> Path:
-    env = ImmutableSandboxedEnvironment(
-        loader=FileSystemLoader(str(HUB_CARDS)),
-        undefined=StrictUndefined,
-        autoescape=False,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    from dataset_builder.card import card_environment  # one sandboxed env for hub_cards/
+
+    env = card_environment()
     rows = read_log(output_dir / "train_log.jsonl")
     text = env.get_template("model_card.md.j2").render(
         cfg=cfg,
