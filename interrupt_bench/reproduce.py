@@ -3,6 +3,7 @@ API (pass Hugging Face model ids on a GPU, or the reference models here):
 
     python -m interrupt_bench.reproduce table1 --model MODEL [--limit N]
     python -m interrupt_bench.reproduce table2 --model A --model B [--limit N]
+    python -m interrupt_bench.reproduce table2 --model BASE --model pretrained=BASE,peft=ADAPTER
     python -m interrupt_bench.reproduce figure1 --log OUTPUT_DIR/train_log.jsonl
 
 Table 1: one model over the config grid (tasks × budget interval); Table 2: several
@@ -24,6 +25,21 @@ ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("accuracy", "reattempts", "answer_rate", "resumption_rate", "format_rate")
 
 
+def model_args(model: str) -> str:
+    """``--model`` is a model id or directory, or lm-eval model args (``pretrained=…,peft=…``)
+    to evaluate a LoRA adapter on its base model."""
+    if "=" not in model:
+        return f"pretrained={model},dtype=auto"
+    return model if "dtype=" in model else f"{model},dtype=auto"
+
+
+def label(model: str) -> str:
+    """A short name for a table row: the adapter's directory if there is one."""
+    args = dict(part.split("=", 1) for part in model.split(",")) if "=" in model else {}
+    path = args.get("peft") or args.get("pretrained") or model
+    return Path(path).name + (" + LoRA" if "peft" in args else "")
+
+
 def evaluate(
     model: str, tasks: list[str], dataset: Path, limit: int | None, batch_size: str
 ) -> dict:
@@ -38,7 +54,7 @@ def evaluate(
     )
     result = simple_evaluate(
         model="hf",
-        model_args=f"pretrained={model},dtype=auto",
+        model_args=model_args(model),
         tasks=tasks,
         task_manager=manager,
         limit=limit,
@@ -77,7 +93,7 @@ def table1(model: str, dataset: Path, out: Path, limit: int | None, batch_size: 
     results = evaluate(model, list(tasks.values()), dataset, limit, batch_size)
     (out / "table1.json").write_text(json.dumps(results, indent=2, default=str))
     lines = [
-        f"Table 1: {model} over the config grid ({limit or 'all'} test episodes per config)",
+        f"Table 1: {label(model)} over the config grid ({limit or 'all'} test episodes per config)",
         "",
     ]
     for metric in ("accuracy", "reattempts"):
@@ -108,7 +124,7 @@ def table1(model: str, dataset: Path, out: Path, limit: int | None, batch_size: 
         ax.set_xlabel("budget interval (tokens)")
         ax.set_title(metric)
         ax.legend(fontsize=8)
-    fig.suptitle(f"Table 1: {Path(model).name}")
+    fig.suptitle(f"Table 1: {label(model)}")
     fig.tight_layout()
     fig.savefig(out / "table1.png", dpi=110)
     plt.close(fig)
@@ -131,7 +147,7 @@ def table2(models: list[str], dataset: Path, out: Path, limit: int | None, batch
     ]
     for m in models:
         lines.append(
-            f"| {Path(m).name} | "
+            f"| {label(m)} | "
             + " | ".join(cell(results[m], "interrupt_bench", k) for k in METRICS)
             + " |"
         )
@@ -142,7 +158,7 @@ def table2(models: list[str], dataset: Path, out: Path, limit: int | None, batch
             [j + i / (len(models) + 1) for j in range(len(METRICS))],
             values,
             width=1 / (len(models) + 1),
-            label=Path(m).name,
+            label=label(m),
         )
     ax.set_xticks(range(len(METRICS)), METRICS, fontsize=8)
     ax.legend(fontsize=8)

@@ -6,7 +6,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from interrupt_bench.config import get_config
 from interrupt_bench.episodes import generate_episode
-from interrupt_bench.reference_models import build_reference_model, reference_model, sft_example
+from interrupt_bench.reference_models import (
+    SIZES,
+    build_reference_model,
+    reference_model,
+    session_examples,
+    sft_example,
+    task_rows,
+)
 from interrupt_bench.session import conversation
 
 
@@ -46,6 +53,32 @@ def test_sft_loss_is_on_assistant_tokens_only(mini):
     )
     budgets = episode.turn_budgets()
     assert sum(mask) <= sum(budgets) + len(budgets) + 1  # cut text plus end-of-turn tokens
+
+
+def test_task_phase_packs_question_answer_chats(mini):
+    tok = AutoTokenizer.from_pretrained(mini)
+    size = SIZES["mini"]
+    rows = task_rows(tok, size, seed=0)
+    assert rows and all(len(ids) == len(mask) <= size.pack_length for ids, mask in rows)
+    ids, mask = rows[0]
+    trained = tok.decode([i for i, m in zip(ids, mask) if m], skip_special_tokens=True)
+    prompt = tok.decode([i for i, m in zip(ids, mask) if not m])
+    assert trained.startswith("<answer task=") and "<question" not in trained
+    assert prompt.startswith("<|bos|><|user|><question task=") and "</answer>" not in prompt
+
+
+def test_session_phase_batches_hold_one_config(mini):
+    tok = AutoTokenizer.from_pretrained(mini)
+    size = SIZES["mini"]
+    data = session_examples(tok, size, seed=0)
+    assert len(data) % size.session_batch == 0
+    for i in range(0, len(data), size.session_batch):
+        # the number of user turns tells the config apart (2, 5 or 10 tasks)
+        turns = {
+            sum(1 for t in ids if t == tok.convert_tokens_to_ids("<|user|>"))
+            for ids, _ in data[i : i + size.session_batch]
+        }
+        assert len(turns) == 1
 
 
 def test_same_seed_same_weights_and_cache_reuse(mini, tmp_path):

@@ -85,3 +85,15 @@ def test_figure1_from_a_training_log(tmp_path):
     log.write_text("".join(json.dumps(r) + "\n" for r in rows))
     _run("figure1", "--log", str(log), "--out", str(tmp_path))
     assert (tmp_path / "figure1.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_model_rows_name_the_adapter_and_keep_model_args():
+    from interrupt_bench.reproduce import label, model_args
+
+    assert model_args("/m/small") == "pretrained=/m/small,dtype=auto"
+    assert (
+        model_args("pretrained=/m/small,peft=/o/rl") == "pretrained=/m/small,peft=/o/rl,dtype=auto"
+    )
+    assert model_args("pretrained=x,dtype=bfloat16") == "pretrained=x,dtype=bfloat16"
+    assert label("/m/small") == "small"
+    assert label("pretrained=/m/small,peft=/o/rl") == "rl + LoRA"
