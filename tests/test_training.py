@@ -267,3 +267,16 @@ def test_diverging_weights_stop_with_a_clear_error_and_no_adapter(
     assert proc.returncode == 3, proc.stderr[-3000:]
     assert "non-finite logits" in proc.stderr and "without writing an adapter" in proc.stderr
     assert not (out / "adapter_model.safetensors").exists()
+
+
+def test_collapse_guard_catches_entropy_rising_as_well_as_falling():
+    from training.config import parse_config
+    from training.reinforce import _collapse
+
+    cfg = parse_config(
+        ["--model_name_or_path", "x", "--min_entropy", "0.1", "--max_entropy", "1.5"]
+    )
+    state = {"best_val": 0.44}
+    assert _collapse({"entropy": 0.6, "val_reward": 0.43}, state, cfg) is None
+    assert "rose above max_entropy" in _collapse({"entropy": 2.17, "val_reward": 0.44}, state, cfg)
+    assert "fell below min_entropy" in _collapse({"entropy": 0.05, "val_reward": 0.44}, state, cfg)

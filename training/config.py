@@ -62,6 +62,12 @@ class TrainConfig:
     eval_every: int = _f(20, "greedy validation every N steps (0 = never)", min=0)
     eval_episodes: int = _f(32, "validation episodes per evaluation", min=1)
     min_entropy: float = _f(0.0, "collapse guard: act when entropy per token falls below", min=0.0)
+    max_entropy: float = _f(
+        0.0,
+        "collapse guard: act when entropy per token rises above (0 = off); a policy that "
+        "drifts to noise loses the format before the greedy validation shows it",
+        min=0.0,
+    )
     max_val_drop: float = _f(
         1.0, "collapse guard: act when validation reward falls this far below the best", min=0.0
     )

@@ -447,6 +447,8 @@ def train(argv: list[str] | None = None) -> int:
 def _collapse(record: dict, state: dict, cfg: TrainConfig) -> str | None:
     if cfg.min_entropy and record["entropy"] < cfg.min_entropy:
         return f"entropy {record['entropy']:.3f} fell below min_entropy {cfg.min_entropy}"
+    if cfg.max_entropy and record["entropy"] > cfg.max_entropy:
+        return f"entropy {record['entropy']:.3f} rose above max_entropy {cfg.max_entropy}"
     if (
         state["best_val"] is not None
         and record["val_reward"] < state["best_val"] - cfg.max_val_drop
