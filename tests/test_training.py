@@ -67,7 +67,14 @@ def _run(cmd, timeout=600, env=None):
 
 
 def _log(out):
-    return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    """The training steps' rows (step 0, the starting policy's validation, left out)."""
+    rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    return [r for r in rows if r["step"] > 0]
+
+
+def _step0(out):
+    rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    return [r for r in rows if r["step"] == 0]
 
 
 def test_accelerate_launch_then_lm_eval_with_peft(tiny_model, small_dataset, tmp_path):
@@ -152,6 +159,7 @@ def test_two_data_parallel_processes(tiny_model, small_dataset, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 process(es)" in proc.stdout
     assert [r["step"] for r in _log(out)] == [1, 2]
+    assert len(_step0(out)) == 1 and "val_reward" in _step0(out)[0]  # the starting policy
 
 
 def test_kill_and_resume_matches_an_uninterrupted_run(tiny_model, small_dataset, tmp_path):

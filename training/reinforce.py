@@ -240,6 +240,18 @@ def train(argv: list[str] | None = None) -> int:
         f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable parameters"
     )
 
+    if cfg.eval_every and state["step"] == 0:
+        # Validate the starting policy, so the guard and best/ measure against it: without
+        # this a run that only gets worse keeps its first evaluated (already worse) adapter.
+        record = {"step": 0, **evaluate(model, tokenizer, val, cfg, weights, accelerator)}
+        state["best_val"] = record["val_reward"]
+        accelerator.unwrap_model(model).save_pretrained(
+            output_dir / "best", is_main_process=accelerator.is_main_process
+        )
+        log(f"step 0: {', '.join(f'{k} {v:.3f}' for k, v in record.items() if k != 'step')}")
+        if accelerator.is_main_process:
+            with log_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
     per_step = cfg.episodes_per_step * accelerator.num_processes
     K = cfg.samples_per_episode

@@ -56,7 +56,7 @@ def write_model_card(output_dir: Path, cfg, final: dict, state: dict) -> Path:
     from dataset_builder.card import card_environment  # one sandboxed env for hub_cards/
 
     env = card_environment()
-    rows = read_log(output_dir / "train_log.jsonl")
+    rows = [r for r in read_log(output_dir / "train_log.jsonl") if r["step"] > 0]  # not step 0
     text = env.get_template("model_card.md.j2").render(
         cfg=cfg,
         config_yaml=yaml.safe_dump(asdict(cfg), sort_keys=False).strip(),
