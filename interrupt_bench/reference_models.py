@@ -79,10 +79,7 @@ def default_cache_dir() -> Path:
 
 
 def sft_example(
-    tokenizer,
-    episode: Episode,
-    policy: str,
-    chat: bool = True,
+    tokenizer, episode: Episode, policy: str, chat: bool = True
 ) -> tuple[list[int], list[bool]]:
     """One session as (token ids, loss mask): template tokens masked, the policy's text
     cut at each turn's budget in this tokenizer's tokens trained on."""
@@ -104,7 +101,7 @@ def sft_example(
             POLICIES[policy](episode, t, tuple(outputs)), add_special_tokens=False
         )
         kept = full[: budgets[t]]
-        cut.append(len(kept) < len(full))
+        cut.append(len(full) > budgets[t])
         outputs.append(tokenizer.decode(kept, skip_special_tokens=True))
         ids += kept
         mask += [True] * len(kept)
