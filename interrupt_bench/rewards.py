@@ -1,8 +1,15 @@
 """Rewards and baselines for REINFORCE, as plain functions of the core's episode score.
 
 The default reward is the paper's: accuracy. Shaping terms can be added with weights:
-re-attempts (going back to earlier tasks), format (well-formed turns) and answering each
-task once (a closed answer for every task, and no more than one)."""
+re-attempts (going back to earlier tasks), resumption (a closed answer, later, to a task
+left unanswered in its own turn), format (well-formed turns) and answering each task once
+(a closed answer for every task, and no more than one).
+
+The re-attempt term pays for any tag naming an earlier task, finished or not, right or
+wrong; a policy that cannot tell open tasks from finished ones learns to tag a random
+earlier task (the small reference model wrote ``<answer task=3>banana</answer>`` in the
+closing turn). The resumption term pays only for coming back to a task that was open, so
+it rewards telling the two apart."""
 
 from __future__ import annotations
 
@@ -20,11 +27,18 @@ class RewardWeights:
     reattempts: float = 0.0
     format: float = 0.0
     answer_once: float = 0.0
+    resumption: float = 0.0
 
 
 def answer_once_rate(score: EpisodeScore) -> float:
     """Fraction of tasks with exactly one closed answer."""
     return sum(v.answer_count == 1 for v in score.verdicts) / score.n_tasks
+
+
+def resumed_rate(score: EpisodeScore) -> float:
+    """Tasks left unanswered in their own turn and answered later, per task of the episode
+    (per task, not per open task, so that an episode with nothing open is not noise)."""
+    return score.resumption_num / score.n_tasks
 
 
 def reward(score: EpisodeScore, weights: RewardWeights = RewardWeights()) -> float:
@@ -33,6 +47,7 @@ def reward(score: EpisodeScore, weights: RewardWeights = RewardWeights()) -> flo
         + weights.reattempts * score.reattempt_rate
         + weights.format * score.format_rate
         + weights.answer_once * answer_once_rate(score)
+        + weights.resumption * resumed_rate(score)
     )
 
 

@@ -169,6 +169,38 @@ def score_episode(
     )
 
 
+REATTEMPT_KINDS = ("open", "finished", "not_asked")
+
+
+def reattempt_kinds(
+    episode: Episode, outputs: Sequence[str], cut: Sequence[bool | None] | None = None
+) -> dict[str, int]:
+    """Where an episode's tags naming an earlier task point, one count per tag: ``open``
+    (the task had no closed answer yet: coming back to it is what the benchmark asks for),
+    ``finished`` (it had one: a repeat, which can overwrite a right answer) or
+    ``not_asked`` (a task id not asked yet or not in the episode; ignored by the metrics).
+
+    The re-attempt metric counts the first two alike; this split says which one a policy
+    (or a reward) actually moves."""
+    cut = [c is not False for c in cut] if cut is not None else [True] * len(outputs)
+    counts = dict.fromkeys(REATTEMPT_KINDS, 0)
+    answered: set[int] = set()
+    for i, (text, c) in enumerate(zip(outputs, cut)):
+        current = i + 1 if i < episode.n_tasks else None  # the closing turn asks no task
+        spans = parse_turn(text, c).spans
+        for span in spans:
+            k = span.task_id
+            if k is None or k == current:
+                continue
+            if not 1 <= k <= min(i + 1, episode.n_tasks):
+                counts["not_asked"] += 1
+            else:
+                counts["finished" if k in answered else "open"] += 1
+        asked = min(i + 1, episode.n_tasks)  # an answer before its question does not count
+        answered |= {s.task_id for s in spans if s.is_answer and 1 <= (s.task_id or 0) <= asked}
+    return counts
+
+
 def merge_scores(scores: Sequence[EpisodeScore]) -> EpisodeScore:
     """One score for several sessions that together ask one episode's tasks (the
     single-task control): counts add up, so ratios are over all their tasks and turns."""

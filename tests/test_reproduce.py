@@ -62,6 +62,13 @@ def test_figure1_from_a_training_log(tmp_path):
     assert (tmp_path / "figure1.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_training_curves_smooth_with_a_trailing_window():
+    from training.report import running_mean
+
+    assert running_mean([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
+    assert running_mean([2.0, 4.0], 10) == [2.0, 3.0]
+
+
 def test_model_rows_name_the_adapter_and_keep_model_args():
     from interrupt_bench.reproduce import label, model_args
 

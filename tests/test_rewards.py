@@ -1,7 +1,14 @@
 import pytest
 
 from interrupt_bench.episodes import Episode
-from interrupt_bench.rewards import RewardWeights, advantages, answer_once_rate, normalise, reward
+from interrupt_bench.rewards import (
+    RewardWeights,
+    advantages,
+    answer_once_rate,
+    normalise,
+    resumed_rate,
+    reward,
+)
 from interrupt_bench.scoring import score_episode
 from interrupt_bench.tasks import Task
 
@@ -19,6 +26,10 @@ TWICE = _score(
     "<answer task=1>2</answer>", "<answer task=1>2</answer><answer task=2>5</answer>", ""
 )
 NOTHING = _score("", "", "")
+# A finished task tagged again in the closing turn: a re-attempt, not a resumption.
+REDUNDANT = _score(
+    "<answer task=1>2</answer>", "<answer task=2>4</answer>", "<answer task=1>x</answer>"
+)
 
 
 @pytest.mark.parametrize(
@@ -30,6 +41,10 @@ NOTHING = _score("", "", "")
         (RESUMED, RewardWeights(reattempts=1.0), 1.0 + 0.5),
         (TWICE, RewardWeights(accuracy=0.0, answer_once=1.0), 0.5),
         (NOTHING, RewardWeights(accuracy=0.0, format=0.5), 0.5),
+        (RESUMED, RewardWeights(resumption=1.0), 1.0 + 0.5),
+        (TWICE, RewardWeights(accuracy=0.0, resumption=1.0), 0.0),
+        (REDUNDANT, RewardWeights(accuracy=0.0, reattempts=1.0), 0.5),
+        (REDUNDANT, RewardWeights(accuracy=0.0, resumption=1.0), 0.0),
     ],
 )
 def test_reward_table(score, weights, expected):
@@ -38,6 +53,11 @@ def test_reward_table(score, weights, expected):
 
 def test_answer_once_rate():
     assert answer_once_rate(PERFECT) == 1.0 and answer_once_rate(TWICE) == 0.5
+
+
+def test_resumed_rate_counts_only_tasks_that_were_open():
+    assert resumed_rate(RESUMED) == 0.5  # task 1 was open after turn 1; task 2 was its own
+    assert resumed_rate(REDUNDANT) == 0.0 and resumed_rate(PERFECT) == 0.0
 
 
 @pytest.mark.parametrize(

@@ -288,3 +288,28 @@ def test_collapse_guard_catches_entropy_rising_as_well_as_falling():
     assert _collapse({"entropy": 0.6, "val_reward": 0.43}, state, cfg) is None
     assert "rose above max_entropy" in _collapse({"entropy": 2.17, "val_reward": 0.44}, state, cfg)
     assert "fell below min_entropy" in _collapse({"entropy": 0.05, "val_reward": 0.44}, state, cfg)
+
+
+def test_inspect_reattempts_splits_what_the_metric_counts(mini, small_dataset, capsys):
+    from training.inspect_reattempts import main as inspect_main
+
+    assert (
+        inspect_main(
+            [
+                "--model",
+                str(mini),
+                "--dataset_path",
+                str(small_dataset),
+                "--episodes",
+                "4",
+                "--samples",
+                "2",
+            ]
+        )
+        == 0
+    )
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["episodes"] == 8
+    # Every re-attempted task has at least one tag naming it in a later turn.
+    assert result["tags_open"] + result["tags_finished"] >= result["reattempts"]
+    assert 0.0 <= result["closing_empty"] <= 1.0

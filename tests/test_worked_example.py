@@ -5,7 +5,7 @@ import math
 import pytest
 
 from interrupt_bench.episodes import Episode
-from interrupt_bench.scoring import aggregate, score_episode
+from interrupt_bench.scoring import aggregate, reattempt_kinds, score_episode
 from interrupt_bench.tasks import Task
 
 
@@ -76,3 +76,21 @@ def test_worked_example_aggregates_resumption_as_ratio_of_sums(episode):
     assert agg["accuracy"] == pytest.approx((1 + 1 / 3) / 2)
     assert agg["accuracy_math"] == pytest.approx(0.5)
     assert not math.isnan(agg["accuracy_stderr"])
+
+
+def test_worked_example_reattempts_all_come_back_to_open_tasks(episode):
+    # Task 1 is tagged in turn 2 and in the closing turn, task 3 in the closing turn, and
+    # none of the three had a closed answer yet: three tags, all to open tasks.
+    assert reattempt_kinds(episode, OUTPUTS) == {"open": 3, "finished": 0, "not_asked": 0}
+
+
+def test_repeats_and_unasked_ids_are_told_apart_from_coming_back(episode):
+    outputs = [
+        "<answer task=1>10.49</answer>",
+        "<answer task=2>hello</answer><answer task=3>2 5 9</answer>",  # task 3 not asked yet
+        "",
+        "<answer task=2>banana</answer><answer task=7>x</answer><answer task=3>2 5 9</answer>",
+    ]
+    assert reattempt_kinds(episode, outputs) == {"open": 1, "finished": 1, "not_asked": 2}
+    # The metric counts a repeat like a return: both tasks 2 and 3 are re-attempts.
+    assert score_episode(episode, outputs).reattempts == 2

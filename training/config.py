@@ -43,7 +43,12 @@ class TrainConfig:
     running_mean_decay: float = _f(0.9, "decay of the running-mean baseline", min=0.0, max=1.0)
     normalize_advantages: bool = _f(False, "divide advantages by their standard deviation")
     reward_accuracy: float = _f(1.0, "reward weight of accuracy (the paper's reward)")
-    reward_reattempts: float = _f(0.0, "reward weight of the re-attempt rate")
+    reward_reattempts: float = _f(
+        0.0, "reward weight of the re-attempt rate (pays for any tag naming an earlier task)"
+    )
+    reward_resumption: float = _f(
+        0.0, "reward weight of answering, later, tasks left unanswered in their own turn"
+    )
     reward_format: float = _f(0.0, "reward weight of the format rate")
     reward_answer_once: float = _f(0.0, "reward weight of answering each task exactly once")
     kl_coef: float = _f(0.0, "KL penalty to the base model (adapter disabled), 0 = off", min=0.0)

@@ -116,16 +116,21 @@ def evaluate(model, tokenizer, episodes, cfg, weights, accelerator) -> dict[str,
         )
     scores = [t.score() for t in transcripts]
     sums = torch.tensor(
-        [[reward(s, weights), s.accuracy, s.reattempts, 1.0] for s in scores],
+        [
+            [reward(s, weights), s.accuracy, s.reattempts, s.resumption_num, s.resumption_den, 1.0]
+            for s in scores
+        ],
         dtype=torch.float64,
         device=accelerator.device,
     ).sum(0)
     sums = accelerator.reduce(sums, reduction="sum")
-    n = max(float(sums[3]), 1.0)
+    n = max(float(sums[5]), 1.0)
     return {
         "val_reward": float(sums[0]) / n,
         "val_accuracy": float(sums[1]) / n,
         "val_reattempts": float(sums[2]) / n,
+        # re-attempts that came back to an open task (the rest re-tag finished ones)
+        "val_resumption_rate": float(sums[3]) / max(float(sums[4]), 1.0),
     }
 
 
@@ -201,7 +206,11 @@ def train(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     weights = RewardWeights(
-        cfg.reward_accuracy, cfg.reward_reattempts, cfg.reward_format, cfg.reward_answer_once
+        accuracy=cfg.reward_accuracy,
+        reattempts=cfg.reward_reattempts,
+        format=cfg.reward_format,
+        answer_once=cfg.reward_answer_once,
+        resumption=cfg.reward_resumption,
     )
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],

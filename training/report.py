@@ -14,8 +14,20 @@ PANELS = (
     ("reward", "val_reward"),
     ("accuracy", "val_accuracy"),
     ("reattempts", "val_reattempts"),
+    ("resumption_rate", "val_resumption_rate"),
     ("entropy", "kl"),
+    ("mean_output_length",),
 )
+SMOOTH = 10  # steps in the running mean drawn over the per-step training curves
+
+
+def running_mean(values: list[float], window: int) -> list[float]:
+    """Mean of each value and the ``window - 1`` before it (fewer at the start)."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v - (values[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
 
 
 def read_log(path: Path) -> list[dict]:
@@ -29,7 +41,7 @@ def plot_curves(log_path: Path, png: Path, title: str = "REINFORCE on interrupt-
     import matplotlib.pyplot as plt
 
     rows = read_log(log_path)
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7), sharex=True)
     for ax, names in zip(axes.flat, PANELS):
         for name in names:
             style = "o--" if name.startswith("val_") else "-"  # validation runs every N steps
@@ -38,8 +50,19 @@ def plot_curves(log_path: Path, png: Path, title: str = "REINFORCE on interrupt-
                 for r in rows
                 if isinstance(r.get(name), (int, float)) and math.isfinite(r[name])
             ]
-            if points:
-                ax.plot(*zip(*points), style, label=name.replace("_", " "), markersize=4)
+            if not points:
+                continue
+            label = name.replace("_", " ")
+            if name.startswith("val_") or len(points) < 2 * SMOOTH:
+                ax.plot(*zip(*points), style, label=label, markersize=4)
+                continue
+            # One sampled batch is noisy: show it faintly, and its running mean on top.
+            (line,) = ax.plot(*zip(*points), "-", alpha=0.25, linewidth=1)
+            means = running_mean([v for _, v in points], SMOOTH)
+            steps = [step for step, _ in points]
+            ax.plot(
+                steps, means, "-", color=line.get_color(), label=f"{label} ({SMOOTH}-step mean)"
+            )
         ax.set_title(" / ".join(n.replace("_", " ") for n in names))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
