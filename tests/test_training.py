@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+import yaml
 
 from dataset_builder import build_dataset
 from interrupt_bench.config import get_config
@@ -313,3 +314,16 @@ def test_inspect_reattempts_splits_what_the_metric_counts(mini, small_dataset, c
     # Every re-attempted task has at least one tag naming it in a later turn.
     assert result["tags_open"] + result["tags_finished"] >= result["reattempts"]
     assert 0.0 <= result["closing_empty"] <= 1.0
+
+
+@pytest.mark.parametrize("name", ["llama-3.2-1b.yaml", "tiny-cpu.yaml", "reference-small-cpu.yaml"])
+def test_shipped_training_configs_parse_and_validate(name):
+    from training.config import parse_config
+
+    path = ROOT / "training" / "configs" / name
+    cfg = parse_config(["--config", str(path), "--model_name_or_path", "x"])
+    loaded = yaml.safe_load(path.read_text())
+    loaded.pop("model_name_or_path", None)  # the flag above overrides it, as it should
+    assert {k: getattr(cfg, k) for k in loaded} == {
+        k: (float(v) if isinstance(getattr(cfg, k), float) else v) for k, v in loaded.items()
+    }

@@ -333,7 +333,7 @@ def train(argv: list[str] | None = None) -> int:
                     log_ratio = ref_logp - logp
                     kl = (log_ratio.exp() - 1 - log_ratio) * mask  # k3 estimator, >= 0
                     loss = loss + cfg.kl_coef * kl.sum() / total_tokens
-                    sums["kl"] += float(kl.sum())
+                    sums["kl"] += float(kl.detach().sum())
                 accelerator.backward(loss)
             sums["loss"] += loss.item()
             sums["entropy"] += float((entropy.detach() * mask).sum())
