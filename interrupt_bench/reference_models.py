@@ -273,12 +273,40 @@ def build_reference_model(
 def reference_model(
     size_name: str = "small", seed: int = 0, cache_dir: str | os.PathLike | None = None
 ) -> Path:
-    """The cached model directory, built first when it is not there yet."""
+    """The cached model directory, built first when it is not there yet.
+
+    A cached model is reused only if it was built by the recipe in ``SIZES`` now: a
+    size whose numbers changed under the same build version would otherwise be scored
+    silently with the old weights. A stale one is kept beside it as ``<name>.stale``."""
     path = Path(cache_dir or default_cache_dir()) / f"{size_name}-seed{seed}-v{BUILD_VERSION}"
+    stale = stale_recipe(path, size_name, seed)
+    if stale:
+        print(
+            f"{path} was built by another recipe ({stale}); rebuilding it, the old one "
+            f"moves to {path.name}.stale",
+            file=sys.stderr,
+        )
+        shutil.rmtree(path.with_name(path.name + ".stale"), ignore_errors=True)
+        os.replace(path, path.with_name(path.name + ".stale"))
     if not (path / "reference_model.json").exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         build_reference_model(size_name, path, seed)
     return path
+
+
+def stale_recipe(path: Path, size_name: str, seed: int) -> str:
+    """How the model cached at ``path`` differs from today's recipe ("" if it does not,
+    or if nothing is cached there)."""
+    info_file = path / "reference_model.json"
+    if not info_file.exists():
+        return ""
+    try:
+        info = json.loads(info_file.read_text())
+    except json.JSONDecodeError:
+        return f"{info_file.name} is not JSON"
+    want = {**asdict(SIZES[size_name]), "seed": seed, "build_version": BUILD_VERSION}
+    diffs = [f"{k} {info.get(k)!r} -> {v!r}" for k, v in want.items() if info.get(k) != v]
+    return ", ".join(diffs)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -90,6 +90,25 @@ def test_same_seed_same_weights_and_cache_reuse(mini, tmp_path):
     assert (cached / "reference_model.json").stat().st_mtime_ns == stamp
 
 
+def test_a_model_cached_by_another_recipe_is_rebuilt_not_reused(mini, tmp_path, capsys):
+    import shutil
+
+    import interrupt_bench.reference_models as rm
+
+    cache = tmp_path / "cache"
+    cached = cache / f"mini-seed0-v{rm.BUILD_VERSION}"
+    shutil.copytree(mini, cached)
+    info = json.loads((cached / "reference_model.json").read_text())
+    (cached / "reference_model.json").write_text(json.dumps({**info, "learning_rate": 1.0}))
+    assert rm.stale_recipe(cached, "mini", 0) == "learning_rate 1.0 -> 0.003"
+    assert reference_model("mini", seed=0, cache_dir=cache) == cached
+    assert "was built by another recipe (learning_rate 1.0 -> 0.003)" in capsys.readouterr().err
+    assert rm.stale_recipe(cached, "mini", 0) == ""
+    assert (cached / "model.safetensors").read_bytes() == (mini / "model.safetensors").read_bytes()
+    kept = json.loads((cache / f"{cached.name}.stale" / "reference_model.json").read_text())
+    assert kept["learning_rate"] == 1.0  # the old model is kept, not deleted
+
+
 def test_main_job_on_a_miniature(mini, tmp_path):
     import subprocess
     import sys
