@@ -1,6 +1,7 @@
 """A miniature reference model through the same code path as the real ones."""
 
 import json
+import os
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -22,6 +23,54 @@ def test_mini_is_a_loadable_hf_directory(mini):
     assert info["size"] == "mini" and info["parameters"] > 0
     model = AutoModelForCausalLM.from_pretrained(mini)
     assert model.config.model_type == "llama"
+
+
+def test_model_card_holds_what_the_build_recorded(mini):
+    import yaml
+
+    card = (mini / "README.md").read_text()
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["library_name"] == "transformers"
+    assert front["datasets"] == ["interrupt-bench/interrupt-bench"]
+    info = json.loads((mini / "reference_model.json").read_text())
+    assert f"A {info['parameters']:,}-parameter Llama" in card
+    assert f"pretrained={mini}" in card
+    assert (
+        f"| {info['task_steps']} × {info['task_batch']} | {info['final_loss']['tasks']:.3f} |"
+        in card
+    )
+    assert "{{" not in card and "{%" not in card
+
+
+def test_push_names_the_fix_and_keeps_the_model(mini, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    import interrupt_bench.reference_models as rm
+
+    cache = tmp_path / "cache" / "models"
+    cached = cache / f"mini-seed0-v{rm.BUILD_VERSION}"
+    shutil.copytree(mini, cached)
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
+    command = [sys.executable, "-m", "interrupt_bench.reference_models", "push", "--size", "mini"]
+    env = {**base_env, "INTERRUPT_BENCH_CACHE": str(tmp_path / "cache")}
+    no_token = {**env, "HF_TOKEN_PATH": str(tmp_path / "no-token")}
+    proc = subprocess.run(
+        [*command, "someone/ib-mini"], env=no_token, capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert "no Hugging Face token found: set HF_TOKEN" in proc.stderr
+    assert "reference_models push --size mini --seed 0 someone/ib-mini" in proc.stderr
+    assert "pretrained=someone/ib-mini" in (cached / "README.md").read_text()
+    unreachable = {**env, "HF_TOKEN": "hf_test", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    proc = subprocess.run(
+        [*command, "someone/ib-mini"], env=unreachable, capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert "pushing" in proc.stderr and "the local model is intact" in proc.stderr
+    weights = (cached / "model.safetensors").read_bytes()
+    assert weights == (mini / "model.safetensors").read_bytes()
 
 
 def test_tokenizer_round_trips_the_tags_and_renders_a_session(mini):
