@@ -57,14 +57,27 @@ def _args(model, dataset, out, *extra):
 
 
 def _run(cmd, timeout=600, env=None):
-    return subprocess.run(
+    """Run a training command in its own process group; a run that hangs is killed whole
+    (launcher and workers) and fails with the end of its output, which holds every
+    thread's stack (INTERRUPT_BENCH_TRACEBACK_AFTER) when it hung."""
+    env = {**os.environ, "INTERRUPT_BENCH_TRACEBACK_AFTER": str(timeout * 0.8), **(env or {})}
+    proc = subprocess.Popen(
         cmd,
         cwd=ROOT,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
+        env=env,
+        start_new_session=True,
     )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        tail = f"stdout:\n{out[-2000:]}\nstderr:\n{err[-6000:]}"
+        pytest.fail(f"{cmd[2:4]} hung for {timeout} s; {tail}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def _log(out):
@@ -156,7 +169,8 @@ def test_two_data_parallel_processes(tiny_model, small_dataset, tmp_path):
         SCRIPT,
         *_args(tiny_model, small_dataset, out, "--max_steps", "2", "--eval_every", "2"),
     ]
-    proc = _run(cmd, env={"ACCELERATE_USE_CPU": "true"})
+    # 15 s when it works; a hang at exit (see the end of train()) fails in 4 minutes, not 10
+    proc = _run(cmd, timeout=240, env={"ACCELERATE_USE_CPU": "true"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 process(es)" in proc.stdout
     assert [r["step"] for r in _log(out)] == [1, 2]

@@ -14,10 +14,12 @@ directory: ``lm_eval --model hf --model_args pretrained=BASE,peft=OUTPUT_DIR ...
 from __future__ import annotations
 
 import copy
+import faulthandler
 import json
 import math
 import os
 import shutil
+import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -155,6 +157,12 @@ def save_checkpoint(accelerator, output_dir: Path, state: dict, limit: int) -> N
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A hung run (a stuck collective, a dead peer) shows where it waits: `kill -USR1 PID`
+    # dumps every thread's stack, and INTERRUPT_BENCH_TRACEBACK_AFTER=SECONDS does so once.
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    if os.environ.get("INTERRUPT_BENCH_TRACEBACK_AFTER"):
+        faulthandler.dump_traceback_later(float(os.environ["INTERRUPT_BENCH_TRACEBACK_AFTER"]))
     try:
         return train(argv)
     except FloatingPointError as exc:
@@ -180,8 +188,9 @@ def train(argv: list[str] | None = None) -> int:
     output_dir = Path(cfg.output_dir)
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / ".write-test").touch()
-        (output_dir / ".write-test").unlink()
+        probe = output_dir / f".write-test-{os.getpid()}"  # one per process: ranks race
+        probe.touch()
+        probe.unlink()
     except OSError as exc:
         print(
             f"error: output_dir {output_dir} is not writable ({exc.strerror}); "
@@ -382,6 +391,17 @@ def train(argv: list[str] | None = None) -> int:
 
         # 5. Logs.
         tokens = float(n_tokens)
+        # Entropy and KL over every rank's tokens, so the collapse guard decides the same on
+        # all ranks (one rank stopping alone would leave the others waiting in a collective).
+        ent_kl_tokens = accelerator.reduce(
+            torch.tensor(
+                [sums["entropy"], sums["kl"], tokens],
+                dtype=torch.float64,
+                device=accelerator.device,
+            ),
+            "sum",
+        ).tolist()
+        all_tokens = max(ent_kl_tokens[2], 1.0)
         batch = aggregate(scores)
         record = {
             "step": step + 1,
@@ -391,8 +411,8 @@ def train(argv: list[str] | None = None) -> int:
             "resumption_rate": batch["resumption_rate"],
             "format_rate": batch["format_rate"],
             "loss": sums["loss"],
-            "entropy": sums["entropy"] / max(tokens, 1.0),
-            "kl": sums["kl"] / max(tokens, 1.0),
+            "entropy": ent_kl_tokens[0] / all_tokens,
+            "kl": ent_kl_tokens[1] / all_tokens,
             "grad_norm": float(grad_norm),
             "lr": scheduler.get_last_lr()[0],
             "tokens_per_second": responder.generated_tokens / max(rollout_seconds, 1e-9),
@@ -462,6 +482,14 @@ def train(argv: list[str] | None = None) -> int:
                 commit_message="interrupt-bench REINFORCE adapter",
             )
     accelerator.end_training()
+    if accelerator.num_processes > 1:
+        # Freeing the DDP model joins gloo's worker threads while holding the GIL; a worker
+        # still releasing its last collective needs the GIL too, and both wait forever
+        # (pytorch/pytorch#56297; one run in a few dozen hung here after saving). Everything
+        # is written and the process group is destroyed, so leave without the destructors.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
