@@ -258,9 +258,7 @@ def build_reference_model(
     tokenizer.save_pretrained(tmp)
     info = {
         "size": size_name,
-        **asdict(size),
-        "seed": seed,
-        "build_version": BUILD_VERSION,
+        **recipe(size_name, seed),
         "parameters": sum(p.numel() for p in model.parameters()),
         "task_rows": len(phases[0][1]),
         "sft_sessions": len(phases[1][1]),
@@ -272,6 +270,17 @@ def build_reference_model(
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     return out
+
+
+def recipe(size_name: str, seed: int) -> dict:
+    """What decides a build's weights: recorded by each build, compared with the cache."""
+    return {**asdict(SIZES[size_name]), "seed": seed, "build_version": BUILD_VERSION}
+
+
+def write_model_card(path: Path, model_ref: str) -> None:
+    """(Re)write ``path/README.md`` from the build's ``reference_model.json``."""
+    info = json.loads((path / "reference_model.json").read_text())
+    (path / "README.md").write_text(model_card(info, model_ref))
 
 
 def model_card(info: dict, model_ref: str) -> str:
@@ -298,8 +307,7 @@ def push_reference_model(size_name: str, repo_id: str, seed: int = 0, private: b
     from dataset_builder.hub import push_to_hub
 
     path = reference_model(size_name, seed)
-    info = json.loads((path / "reference_model.json").read_text())
-    (path / "README.md").write_text(model_card(info, repo_id))
+    write_model_card(path, repo_id)
     again = (
         f"python -m interrupt_bench.reference_models push --size {size_name} --seed {seed} "
         f"{repo_id}"
@@ -329,8 +337,7 @@ def reference_model(
         path.parent.mkdir(parents=True, exist_ok=True)
         build_reference_model(size_name, path, seed)
     if not (path / "README.md").exists():  # cached by a build that wrote no card
-        info = json.loads((path / "reference_model.json").read_text())
-        (path / "README.md").write_text(model_card(info, str(path)))
+        write_model_card(path, str(path))
     return path
 
 
@@ -344,7 +351,7 @@ def stale_recipe(path: Path, size_name: str, seed: int) -> str:
         info = json.loads(info_file.read_text())
     except json.JSONDecodeError:
         return f"{info_file.name} is not JSON"
-    want = {**asdict(SIZES[size_name]), "seed": seed, "build_version": BUILD_VERSION}
+    want = recipe(size_name, seed)
     diffs = [f"{k} {info.get(k)!r} -> {v!r}" for k, v in want.items() if info.get(k) != v]
     return ", ".join(diffs)
 

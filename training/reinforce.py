@@ -316,9 +316,8 @@ def train(argv: list[str] | None = None) -> int:
         n_tokens = torch.tensor(
             float(sum(sum(s.sampled) for s in sessions)), device=accelerator.device
         )
-        total_tokens = max(
-            float(accelerator.reduce(n_tokens, "sum")) / accelerator.num_processes, 1.0
-        )
+        step_tokens = max(float(accelerator.reduce(n_tokens, "sum")), 1.0)  # all ranks
+        total_tokens = max(step_tokens / accelerator.num_processes, 1.0)
         micro = [
             list(range(i, min(i + cfg.micro_batch_size, len(sessions))))
             for i in range(0, len(sessions), cfg.micro_batch_size)
@@ -393,15 +392,12 @@ def train(argv: list[str] | None = None) -> int:
         tokens = float(n_tokens)
         # Entropy and KL over every rank's tokens, so the collapse guard decides the same on
         # all ranks (one rank stopping alone would leave the others waiting in a collective).
-        ent_kl_tokens = accelerator.reduce(
+        entropy_sum, kl_sum = accelerator.reduce(
             torch.tensor(
-                [sums["entropy"], sums["kl"], tokens],
-                dtype=torch.float64,
-                device=accelerator.device,
+                [sums["entropy"], sums["kl"]], dtype=torch.float64, device=accelerator.device
             ),
             "sum",
         ).tolist()
-        all_tokens = max(ent_kl_tokens[2], 1.0)
         batch = aggregate(scores)
         record = {
             "step": step + 1,
@@ -411,8 +407,8 @@ def train(argv: list[str] | None = None) -> int:
             "resumption_rate": batch["resumption_rate"],
             "format_rate": batch["format_rate"],
             "loss": sums["loss"],
-            "entropy": ent_kl_tokens[0] / all_tokens,
-            "kl": ent_kl_tokens[1] / all_tokens,
+            "entropy": entropy_sum / step_tokens,
+            "kl": kl_sum / step_tokens,
             "grad_norm": float(grad_norm),
             "lr": scheduler.get_last_lr()[0],
             "tokens_per_second": responder.generated_tokens / max(rollout_seconds, 1e-9),
