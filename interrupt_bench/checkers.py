@@ -123,3 +123,53 @@ def check(task: Task, response: str) -> bool:
             f"task uses unknown checker {task.checker!r}; known: {', '.join(CHECKERS)}"
         ) from None
     return bool(fn(task, response))
+
+
+# --- The flexible filter's extractors: an answer stated without tags --------------------
+# Each takes the task (for the shape of its answer, never its value) and the untagged text
+# of the task's own turn, and returns the candidate answer or None.
+
+_LIST = re.compile(r"[\w'’-]+(?:\s*,\s*(?:and\s+)?[\w'’-]+)+", re.IGNORECASE)
+_QUOTED = re.compile(
+    r'"([^"\n]{1,60})"|“([^”\n]{1,60})”|«\s*([^»\n]{1,60}?)\s*»|\*\*([^*\n]{1,60})\*\*'
+)
+
+
+def extract_number(task: Task, text: str) -> str | None:
+    """Math: the last number in the text ("49 ÷ 3 = 16.33" -> "16.33")."""
+    numbers = _NUMBER.findall(text.replace("−", "-"))
+    return numbers[-1] if numbers else None
+
+
+def extract_sequence(task: Task, text: str) -> str | None:
+    """Ordering: the last complete comma-separated list, one with as many items as the
+    task's list ("Sorted: 11, 45, 81." -> "11, 45, 81"); a list cut short does not count."""
+    want = len(split_items(task.answer))
+    lists = [m.group(0) for m in _LIST.finditer(text) if len(split_items(m.group(0))) == want]
+    return lists[-1] if lists else None
+
+
+def extract_text(task: Task, text: str) -> str | None:
+    """Translation: the last quoted (or bold) phrase that is not the word asked about
+    ('The translation of "listen" is "escuchar".' -> "escuchar"); with no quotes, the
+    whole text when it is at most three words ("Escuchar.")."""
+    asked = {_fold(q) for m in _QUOTED.finditer(task.question) for q in m.groups() if q}
+    quoted = [q for m in _QUOTED.finditer(text) for q in m.groups() if q]
+    quoted = [q for q in quoted if _fold(q.strip()) not in asked]
+    if quoted:
+        return quoted[-1]
+    words = _strip_edges(text).split()
+    return " ".join(words) if 0 < len(words) <= 3 else None
+
+
+EXTRACTORS: dict[str, Callable[[Task, str], str | None]] = {
+    "number": extract_number,
+    "text": extract_text,
+    "sequence": extract_sequence,
+}
+
+
+def extract(task: Task, text: str) -> str | None:
+    """The answer ``text`` states without tags, by the task's checker; never raises."""
+    fn = EXTRACTORS.get(task.checker)
+    return fn(task, text) if fn else None

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from interrupt_bench import prompts
+from interrupt_bench import demonstrations, prompts
 from interrupt_bench.controls import GENEROUS_CAP, sessions_for
 from interrupt_bench.episodes import Episode
 from interrupt_bench.session import Transcript, TurnRequest, TurnResult, replay
@@ -124,10 +124,13 @@ class _Responder:
 
     def _messages(self, request: TurnRequest) -> list[dict[str, str]]:
         messages = [dict(m) for m in request.messages]
-        instruction = self.settings[request.session].get("system_instruction")
+        settings = self.settings[request.session]
+        instruction = settings.get("system_instruction")
         if instruction and messages[0]["role"] == "system":
             messages[0]["content"] = f"{instruction}\n\n{messages[0]['content']}"
-        return messages
+        return demonstrations.with_demonstrations(
+            messages, settings.get("fewshot") or [], settings.get("fewshot_placement", "turns")
+        )
 
     def __call__(self, requests: list[TurnRequest]) -> list[TurnResult]:
         from lm_eval.api.instance import Instance

@@ -4,6 +4,7 @@ API (pass Hugging Face model ids on a GPU, or the reference models here):
     python -m interrupt_bench.reproduce table1 --model MODEL [--limit N]
     python -m interrupt_bench.reproduce table2 --model A --model B [--limit N]
     python -m interrupt_bench.reproduce table2 --model BASE --model pretrained=BASE,peft=ADAPTER
+    python -m interrupt_bench.reproduce fewshot --model smollm2-135m-instruct --limit 64
     python -m interrupt_bench.reproduce figure1 --log OUTPUT_DIR/train_log.jsonl
 
 Table 1: one model over the config grid (tasks × budget interval); Table 2: several
@@ -17,56 +18,125 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from interrupt_bench.config import GRID_INTERVALS, GRID_TASKS, grid_config_name
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("accuracy", "reattempts", "answer_rate", "resumption_rate", "format_rate")
+FILTERS = ("strict", "flexible")
+OUR_KEYS = ("num_fewshot", "chat", "placement")  # read here, not passed to lm-eval's model
 
 
-def model_args(model: str) -> str:
-    """``--model`` is a model id or directory, or lm-eval model args (``pretrained=…,peft=…``)
-    to evaluate a LoRA adapter on its base model."""
-    if "=" not in model:
-        return f"pretrained={model},dtype=auto"
-    return model if "dtype=" in model else f"{model},dtype=auto"
+@dataclass(frozen=True)
+class ModelSpec:
+    """One row: a model (registry name, directory or Hub id; ``peft=`` for an adapter) and
+    how it takes the benchmark (shots, chat template or plain)."""
+
+    model_args: str
+    name: str
+    num_fewshot: int | None = None  # None: the task's default
+    chat: bool = True
+    placement: str | None = None  # demonstrations: turns / system (None: lm-eval's default)
+
+    @property
+    def label(self) -> str:
+        shots = "" if self.num_fewshot is None else f", {self.num_fewshot}-shot"
+        mode = "" if self.chat else ", plain"
+        where = f", demos in {self.placement}" if self.placement and self.num_fewshot else ""
+        return f"{self.name}{shots}{mode}{where}"
 
 
-def label(model: str) -> str:
-    """A short name for a table row: the adapter's directory if there is one."""
-    args = dict(part.split("=", 1) for part in model.split(",")) if "=" in model else {}
-    path = args.get("peft") or args.get("pretrained") or model
-    return Path(path).name + (" + LoRA" if "peft" in args else "")
+def has_chat_template(path: str) -> bool:
+    directory = Path(path)
+    if (directory / "chat_template.jinja").exists():
+        return True
+    config = directory / "tokenizer_config.json"
+    return config.exists() and "chat_template" in json.loads(config.read_text())
+
+
+def parse_model(text: str) -> ModelSpec:
+    """``--model`` is a model name (``python -m interrupt_bench.models list``), directory
+    or Hub id, optionally followed by lm-eval model args and our own keys, for example
+    ``smollm2-135m-instruct,num_fewshot=0``, ``gemma-3-270m,chat=false`` or
+    ``pretrained=DIR,peft=ADAPTER``. ``dtype`` defaults to bfloat16 where the hardware
+    has it, float32 otherwise."""
+    from interrupt_bench.hardware import best_dtype
+    from interrupt_bench.models import MODELS, model_path
+
+    parts = text.split(",")
+    if "=" not in parts[0]:
+        parts[0] = f"pretrained={parts[0]}"
+    args = dict(part.split("=", 1) for part in parts)
+    ours = {k: args.pop(k) for k in OUR_KEYS if k in args}
+    given = args["pretrained"]
+    if given in MODELS or Path(given).is_dir():
+        args["pretrained"] = str(model_path(given))
+    args.setdefault("dtype", best_dtype())
+    chat = ours.get("chat")
+    if chat is None:
+        chat_ok = has_chat_template(args["pretrained"])
+    else:
+        chat_ok = chat.lower() in ("1", "true", "yes")
+    name = Path(args.get("peft") or given).name + (" + LoRA" if "peft" in args else "")
+    return ModelSpec(
+        model_args=",".join(f"{k}={v}" for k, v in args.items()),
+        name=name,
+        num_fewshot=int(ours["num_fewshot"]) if "num_fewshot" in ours else None,
+        chat=chat_ok,
+        placement=ours.get("placement"),
+    )
 
 
 def evaluate(
-    model: str, tasks: list[str], dataset: Path, limit: int | None, batch_size: str
+    spec: ModelSpec,
+    tasks: list[str],
+    dataset: Path,
+    limit: int | None,
+    batch_size: str,
+    samples: Path | None = None,
 ) -> dict:
-    import torch
+    """lm-eval's results for ``tasks``; with ``samples``, the logged samples go there."""
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
+    from interrupt_bench.hardware import device
+
+    metadata = {"dataset_path": str(dataset)}
+    if spec.placement:
+        metadata["fewshot_placement"] = spec.placement
     manager = TaskManager(
-        include_path=str(ROOT / "lm_eval_tasks"),
-        include_defaults=False,
-        metadata={"dataset_path": str(dataset)},
+        include_path=str(ROOT / "lm_eval_tasks"), include_defaults=False, metadata=metadata
     )
     result = simple_evaluate(
         model="hf",
-        model_args=model_args(model),
+        model_args=spec.model_args,
         tasks=tasks,
         task_manager=manager,
         limit=limit,
         batch_size=batch_size,
-        apply_chat_template=True,
-        device="cuda" if torch.cuda.is_available() else "cpu",
+        num_fewshot=spec.num_fewshot,
+        apply_chat_template=spec.chat,
+        fewshot_as_multiturn=spec.chat,
+        device=device(),
+        log_samples=samples is not None,
     )
-    return result["results"]
+    if samples is not None:
+        samples.parent.mkdir(parents=True, exist_ok=True)
+        with samples.open("w") as sink:
+            for task, rows in result["samples"].items():
+                for row in rows:
+                    sink.write(json.dumps({"task": task, **row}, default=str) + "\n")
+    results = result["results"]
+    for task, shots in result.get("n-shot", {}).items():
+        if task in results:
+            results[task]["n-shot"] = shots
+    return results
 
 
-def cell(results: dict, task: str, metric: str) -> str:
-    value, stderr = results[task][f"{metric},none"], results[task].get(f"{metric}_stderr,none")
+def cell(results: dict, task: str, metric: str, filt: str = "strict") -> str:
+    value, stderr = results[task][f"{metric},{filt}"], results[task].get(f"{metric}_stderr,{filt}")
     return f"{value:.3f} ± {stderr:.3f}" if isinstance(stderr, float) else f"{value:.3f}"
 
 
@@ -79,94 +149,109 @@ def _ensure_dataset(path: Path) -> Path:
     return path
 
 
-def table1(model: str, dataset: Path, out: Path, limit: int | None, batch_size: str) -> Path:
+def _bars(ax, groups: list[str], series: dict[str, list[float]]) -> None:
+    width = 1 / (len(series) + 1)
+    for i, (name, values) in enumerate(series.items()):
+        ax.bar([j + (i - (len(series) - 1) / 2) * width for j in range(len(groups))], values,
+               width=width, label=name)  # fmt: skip
+    ax.set_xticks(range(len(groups)), groups, fontsize=8)
+    ax.legend(fontsize=7)
+
+
+def _figure(path: Path, title: str, panels: list[tuple[str, list[str], dict]]) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, (name, groups, series) in zip(axes[0], panels):
+        _bars(ax, groups, series)
+        ax.set_title(name)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def table1(spec: ModelSpec, dataset: Path, out: Path, limit: int | None, batch_size: str) -> Path:
     tasks = {
         (n, lo, hi): f"interrupt_bench_{grid_config_name(n, lo, hi)}"
         for n in GRID_TASKS
         for lo, hi in GRID_INTERVALS
     }
-    results = evaluate(model, list(tasks.values()), dataset, limit, batch_size)
+    results = evaluate(
+        spec, list(tasks.values()), dataset, limit, batch_size, out / "table1_samples.jsonl"
+    )
     (out / "table1.json").write_text(json.dumps(results, indent=2, default=str))
+    shots = results[tasks[(5, 0, 100)]].get("n-shot")
     lines = [
-        f"Table 1: {label(model)} over the config grid ({limit or 'all'} test episodes per config)",
+        f"Table 1: {spec.label} over the config grid ({limit or 'all'} test episodes per "
+        f"config, {shots}-shot)",
         "",
     ]
-    for metric in ("accuracy", "reattempts"):
+    intervals = [f"budgets {lo}–{hi}" for lo, hi in GRID_INTERVALS]
+    panels = []
+    shown = (("accuracy", "strict"), ("accuracy", "flexible"), ("reattempts", "strict"))
+    for metric, filt in shown:
         lines += [
-            f"**{metric}**",
+            f"**{metric}** ({filt})",
             "",
-            "| tasks | " + " | ".join(f"budgets {lo}–{hi}" for lo, hi in GRID_INTERVALS) + " |",
+            "| tasks | " + " | ".join(intervals) + " |",
             "|---|" + "---|" * len(GRID_INTERVALS),
         ]
+        series = {}
         for n in GRID_TASKS:
-            lines.append(
-                f"| {n} | "
-                + " | ".join(cell(results, tasks[(n, lo, hi)], metric) for lo, hi in GRID_INTERVALS)
-                + " |"
-            )
+            row = [tasks[(n, lo, hi)] for lo, hi in GRID_INTERVALS]
+            cells = [cell(results, t, metric, filt) for t in row]
+            lines.append(f"| {n} | " + " | ".join(cells) + " |")
+            series[f"{n} tasks"] = [results[t][f"{metric},{filt}"] for t in row]
         lines.append("")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, metric in zip(axes, ("accuracy", "reattempts")):
-        for i, n in enumerate(GRID_TASKS):
-            values = [results[tasks[(n, lo, hi)]][f"{metric},none"] for lo, hi in GRID_INTERVALS]
-            ax.bar(
-                [j + 0.25 * (i - 1) for j in range(len(GRID_INTERVALS))],
-                values,
-                width=0.25,
-                label=f"{n} tasks",
-            )
-        ax.set_xticks(range(len(GRID_INTERVALS)), [f"{lo}–{hi}" for lo, hi in GRID_INTERVALS])
-        ax.set_xlabel("budget interval (tokens)")
-        ax.set_title(metric)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"Table 1: {label(model)}")
-    fig.tight_layout()
-    fig.savefig(out / "table1.png", dpi=110)
-    plt.close(fig)
+        panels.append((f"{metric} ({filt})", [i.split()[1] for i in intervals], series))
+    _figure(out / "table1.png", f"Table 1: {spec.label}", panels)
     return _write(out / "table1.md", lines)
 
 
-def table2(models: list[str], dataset: Path, out: Path, limit: int | None, batch_size: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    results = {m: evaluate(m, ["interrupt_bench"], dataset, limit, batch_size) for m in models}
-    (out / "table2.json").write_text(json.dumps(results, indent=2, default=str))
+def table2(
+    specs: list[ModelSpec], dataset: Path, out: Path, limit: int | None, batch_size: str,
+    task: str = "interrupt_bench", name: str = "table2",
+) -> Path:  # fmt: skip
+    results = {}
+    for i, spec in enumerate(specs):
+        samples = out / f"{name}_samples_{i}.jsonl"
+        results[spec.label] = evaluate(spec, [task], dataset, limit, batch_size, samples)[task]
+        (out / f"{name}.json").write_text(json.dumps(results, indent=2, default=str))
+    split = "validation" if "validation" in task else "test"
     lines = [
-        f"Table 2: models on the default config ({limit or 'all'} test episodes)",
+        f"{name}: models on the default config ({limit or 'all'} {split} episodes)",
         "",
-        "| model | " + " | ".join(METRICS) + " |",
-        "|---|" + "---|" * len(METRICS),
+        "| model | n-shot | filter | " + " | ".join(METRICS) + " |",
+        "|---|---|---|" + "---|" * len(METRICS),
     ]
-    for m in models:
-        lines.append(
-            f"| {label(m)} | "
-            + " | ".join(cell(results[m], "interrupt_bench", k) for k in METRICS)
-            + " |"
-        )
-    fig, ax = plt.subplots(figsize=(8, 4))
-    for i, m in enumerate(models):
-        values = [results[m]["interrupt_bench"][f"{k},none"] for k in METRICS]
-        ax.bar(
-            [j + i / (len(models) + 1) for j in range(len(METRICS))],
-            values,
-            width=1 / (len(models) + 1),
-            label=label(m),
-        )
-    ax.set_xticks(range(len(METRICS)), METRICS, fontsize=8)
-    ax.legend(fontsize=8)
-    ax.set_title("Table 2: default config")
-    fig.tight_layout()
-    fig.savefig(out / "table2.png", dpi=110)
-    plt.close(fig)
-    return _write(out / "table2.md", lines)
+    for label, res in results.items():
+        for filt in FILTERS:
+            cells = [cell({"r": res}, "r", k, filt) for k in METRICS]
+            lines.append(f"| {label} | {res.get('n-shot')} | {filt} | " + " | ".join(cells) + " |")
+    panels = [
+        (f"{metric} (strict / flexible)", list(results),
+         {f: [r[f"{metric},{f}"] for r in results.values()] for f in FILTERS})
+        for metric in ("accuracy", "answer_rate", "reattempts")
+    ]  # fmt: skip
+    _figure(out / f"{name}.png", f"{name}: default config", panels)
+    return _write(out / f"{name}.md", lines)
+
+
+def fewshot_grid(
+    model: str, dataset: Path, out: Path, limit: int | None, batch_size: str
+) -> Path:
+    """The validation-split measurement behind the task's default shots: 0–3 shots, the
+    demonstrations as chat turns or inside the system prompt."""
+    specs = [parse_model(f"{model},num_fewshot=0")]
+    for k in (1, 2, 3):
+        for placement in ("turns", "system"):
+            specs.append(parse_model(f"{model},num_fewshot={k},placement={placement}"))
+    return table2(specs, dataset, out, limit, batch_size, "interrupt_bench_validation", "fewshot")
 
 
 def _write(path: Path, lines: list[str]) -> Path:
@@ -181,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("what", choices=("table1", "table2", "figure1"))
+    parser.add_argument("what", choices=("table1", "table2", "fewshot", "figure1"))
     parser.add_argument(
         "--model", action="append", default=[], help="model id or directory (table2: repeat)"
     )
@@ -210,9 +295,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.what} needs --model")
     dataset = _ensure_dataset(Path(args.dataset_path))
     if args.what == "table1":
-        table1(args.model[0], dataset, out, args.limit, args.batch_size)
+        table1(parse_model(args.model[0]), dataset, out, args.limit, args.batch_size)
+    elif args.what == "fewshot":
+        fewshot_grid(args.model[0], dataset, out, args.limit, args.batch_size)
     else:
-        table2(args.model, dataset, out, args.limit, args.batch_size)
+        specs = [parse_model(m) for m in args.model]
+        table2(specs, dataset, out, args.limit, args.batch_size)
     return 0
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from interrupt_bench.checkers import extract
 from interrupt_bench.episodes import Episode
 from interrupt_bench.tags import ParsedTurn, parse_turn
 
@@ -34,6 +35,7 @@ class TaskVerdict:
     answered_later: bool
     attempt_turns: tuple[int, ...]  # 1-based assistant turns with an attempt at this task
     answer_count: int = 0  # closed answers at or after its own turn
+    untagged_answer: str | None = None  # what the flexible filter read from an untagged turn
 
     @property
     def answered(self) -> bool:
@@ -54,6 +56,7 @@ class TaskVerdict:
             "answered_later": self.answered_later,
             "attempt_turns": list(self.attempt_turns),
             "answer_count": self.answer_count,
+            "untagged_answer": self.untagged_answer,
         }
 
 
@@ -107,11 +110,20 @@ class EpisodeScore:
 
 
 def score_episode(
-    episode: Episode, outputs: Sequence[str], cut: Sequence[bool | None] | None = None
+    episode: Episode,
+    outputs: Sequence[str],
+    cut: Sequence[bool | None] | None = None,
+    flexible: bool = False,
 ) -> EpisodeScore:
     """Score the assistant turns of one episode (one string per turn, closing turn last).
 
-    ``cut[i]`` says whether turn i was stopped by its budget (None, unknown: assume it was)."""
+    ``cut[i]`` says whether turn i was stopped by its budget (None, unknown: assume it was).
+
+    ``flexible`` (the lm-eval pack's ``flexible`` filter) also credits a task that never
+    got a closed answer when its own turn holds no tag at all and the family's extractor
+    (:func:`interrupt_bench.checkers.extract`) finds the right answer in that turn's text.
+    It changes accuracy only: answers, re-attempts and format stay the protocol's, so the
+    gap between the two filters is what the format costs a model."""
     n, n_turns = episode.n_tasks, episode.n_turns
     if len(outputs) != n_turns:
         raise ValueError(
@@ -136,6 +148,10 @@ def score_episode(
                     in_own |= i == own
                     later |= i > own
         correct = final is not None and task.check(final)
+        untagged = None
+        if flexible and final is None and not parsed[own].spans and outputs[own].strip():
+            untagged = extract(task, outputs[own])
+            correct = untagged is not None and task.check(untagged)
         verdicts.append(
             TaskVerdict(
                 k,
@@ -148,6 +164,7 @@ def score_episode(
                 later,
                 tuple(attempt_turns),
                 count,
+                untagged,
             )
         )
         c, t = family_counts.get(task.family, (0, 0))

@@ -61,12 +61,12 @@ def test_policies_score_exactly_what_the_core_predicts(small_dataset, task, conf
     metrics = result["results"][task]
     expected = aggregate(list(predicted.values()))
     for name in ("accuracy", "reattempts", "answer_rate", "format_rate", "resumption_rate"):
-        got, want = metrics[f"{name},none"], expected[name]
+        got, want = metrics[f"{name},strict"], expected[name]
         assert got == pytest.approx(want) or (math.isnan(got) and math.isnan(want)), name
     if policy == "no_resume":
-        assert metrics["reattempts,none"] == 0.0
+        assert metrics["reattempts,strict"] == 0.0
     else:
-        assert metrics["accuracy,none"] == 1.0  # whitespace budgets are ample for answer tags
+        assert metrics["accuracy,strict"] == 1.0  # whitespace budgets are ample for answer tags
 
 
 def test_oracle_with_ample_budgets_scores_one_and_controls_run(small_dataset):
@@ -75,8 +75,8 @@ def test_oracle_with_ample_budgets_scores_one_and_controls_run(small_dataset):
     tasks = ["interrupt_bench_control_nocut", "interrupt_bench_control_single"]
     result = _evaluate(lm, small_dataset, tasks)
     for task in tasks:
-        assert result["results"][task]["accuracy,none"] == 1.0
-        assert result["results"][task]["format_rate,none"] == 1.0
+        assert result["results"][task]["accuracy,strict"] == 1.0
+        assert result["results"][task]["format_rate,strict"] == 1.0
     single = result["samples"]["interrupt_bench_control_single"][0]
     sessions = json.loads(single["resps"][0][0])["sessions"]
     assert len(sessions) == single["doc"]["n_tasks"]
@@ -151,8 +151,8 @@ class GarbageLM(LM):
 def test_garbage_model_is_scored_not_crashed_on(small_dataset):
     result = _evaluate(GarbageLM(), small_dataset, ["interrupt_bench"])
     metrics = result["results"]["interrupt_bench"]
-    assert metrics["accuracy,none"] == 0.0 and metrics["answer_rate,none"] == 0.0
-    assert 0.0 <= metrics["format_rate,none"] < 1.0
+    assert metrics["accuracy,strict"] == 0.0 and metrics["answer_rate,strict"] == 0.0
+    assert 0.0 <= metrics["format_rate,strict"] < 1.0
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path):
@@ -206,4 +206,4 @@ def test_sweep_group_runs_every_grid_config(tmp_path):
     result = _evaluate(PolicyLM(episodes, "oracle"), dataset, ["interrupt_bench_sweep"])
     grid = [name for name in CONFIGS if name != "default"]
     assert {f"interrupt_bench_{name}" for name in grid} <= set(result["results"])
-    assert all(result["results"][f"interrupt_bench_{n}"]["accuracy,none"] == 1.0 for n in grid)
+    assert all(result["results"][f"interrupt_bench_{n}"]["accuracy,strict"] == 1.0 for n in grid)

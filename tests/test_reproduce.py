@@ -32,16 +32,17 @@ def test_table1_and_table2_hold_what_lm_eval_reported(mini, tiny_model, tmp_path
     table = (out / "table1.md").read_text()
     assert len(results) == 9 and (out / "table1.png").exists()
     acc = results["interrupt_bench_tasks10_budget50to200"]
-    assert f"{acc['accuracy,none']:.3f} ± {acc['accuracy_stderr,none']:.3f}" in table
+    assert f"{acc['accuracy,strict']:.3f} ± {acc['accuracy_stderr,strict']:.3f}" in table
 
     _run("table2", "--model", str(mini), "--model", str(tiny_model), *common)
     results = json.loads((out / "table2.json").read_text())
     table = (out / "table2.md").read_text()
-    assert (out / "table2.png").exists() and len(
-        table.strip().splitlines()
-    ) == 6  # title, blank, header, rule, 2 models
+    lines = table.strip().splitlines()
+    assert (out / "table2.png").exists() and len(lines) == 8  # title, blank, header, rule, 2x2
+    assert [line.split(" | ")[2] for line in lines[4:]] == ["strict", "flexible"] * 2
     for res in results.values():
-        assert f"{res['interrupt_bench']['reattempts,none']:.3f}" in table
+        assert f"{res['reattempts,strict']:.3f}" in table
+        assert f"{res['accuracy,flexible']:.3f}" in table
 
 
 def test_figure1_from_a_training_log(tmp_path):
@@ -69,13 +70,17 @@ def test_training_curves_smooth_with_a_trailing_window():
     assert running_mean([2.0, 4.0], 10) == [2.0, 3.0]
 
 
-def test_model_rows_name_the_adapter_and_keep_model_args():
-    from interrupt_bench.reproduce import label, model_args
+def test_model_rows_name_the_adapter_and_keep_model_args(tmp_path):
+    from interrupt_bench.hardware import best_dtype
+    from interrupt_bench.reproduce import parse_model
 
-    assert model_args("/m/small") == "pretrained=/m/small,dtype=auto"
-    assert (
-        model_args("pretrained=/m/small,peft=/o/rl") == "pretrained=/m/small,peft=/o/rl,dtype=auto"
-    )
-    assert model_args("pretrained=x,dtype=bfloat16") == "pretrained=x,dtype=bfloat16"
-    assert label("/m/small") == "small"
-    assert label("pretrained=/m/small,peft=/o/rl") == "rl + LoRA"
+    (tmp_path / "small").mkdir()
+    spec = parse_model(str(tmp_path / "small"))
+    assert spec.model_args == f"pretrained={tmp_path / 'small'},dtype={best_dtype()}"
+    assert spec.label == "small" and spec.num_fewshot is None and not spec.chat
+    spec = parse_model(f"pretrained={tmp_path / 'small'},peft=/o/rl,num_fewshot=2,chat=true")
+    assert spec.model_args == f"pretrained={tmp_path / 'small'},peft=/o/rl,dtype={best_dtype()}"
+    assert spec.label == "rl + LoRA, 2-shot" and spec.chat and spec.num_fewshot == 2
+    spec = parse_model("org/model,dtype=float32,chat=false")
+    assert spec.model_args == "pretrained=org/model,dtype=float32"
+    assert spec.label == "model, plain"

@@ -12,9 +12,11 @@ import datasets
 from lm_eval.api.instance import Instance
 from lm_eval.api.task import ConfigurableTask
 
+from interrupt_bench import demonstrations
 from interrupt_bench.controls import GENEROUS_CAP
 from interrupt_bench.dataset import HUB_DATASET_ID, load_rows
 from interrupt_bench.episodes import Episode
+from interrupt_bench.errors import DatasetError
 from interrupt_bench.lm_eval_hook import REQUEST_TYPE, install, request_args
 from interrupt_bench.scoring import merge_scores, ratio_of_sums, score_episode
 
@@ -31,19 +33,55 @@ class InterruptBenchTask(ConfigurableTask):
         super().__init__(config=config, **kwargs)
         self.OUTPUT_TYPE = REQUEST_TYPE  # lm-eval pads ranks per this type
 
+    def _source(self) -> str:
+        meta = self.config.metadata or {}
+        return meta.get("dataset_path") or self.config.dataset_path or HUB_DATASET_ID
+
     def download(self, dataset_kwargs=None, **kwargs) -> None:
         """Rows from ``--metadata '{"dataset_path": DIR}'`` (a builder directory) or the Hub."""
-        meta = self.config.metadata or {}
-        path = meta.get("dataset_path") or self.config.dataset_path or HUB_DATASET_ID
-        split = self.config.test_split
-        rows = load_rows(path, self.config.dataset_name or "default", split)
+        split = self.config.test_split or self.config.validation_split
+        rows = load_rows(self._source(), self.config.dataset_name or "default", split)
         for row in rows:  # fail before any model call, naming the bad row
             Episode.from_row(row)
         self.dataset = datasets.DatasetDict({split: rows})
+        self._shots: tuple[int, list] | None = None
 
-    def fewshot_context(self, doc, num_fewshot, system_instruction=None, **kwargs) -> str:
-        """No few-shot; the context carries ``--system_instruction`` to the hook."""
+    def demonstrations(self, k: int) -> list:
+        """The ``k`` oracle demonstration sessions from the config's train split (cached)."""
+        if self._shots is None or self._shots[0] != k:
+            train = []
+            if k > 0:
+                split = self.config.fewshot_split or "train"
+                try:
+                    rows = load_rows(self._source(), self.config.dataset_name or "default", split)
+                except DatasetError:
+                    rows = []
+                train = [Episode.from_row(row) for row in rows]
+            self._shots = (k, demonstrations.pick(train, k))
+        return self._shots[1]
+
+    def fewshot_context(
+        self, doc, num_fewshot, system_instruction=None, fewshot_as_multiturn=False, **kwargs
+    ) -> str:
+        """Picks the demonstrations (failing before any model call when the train split
+        cannot supply ``num_fewshot``); the context carries ``--system_instruction``."""
+        self.demonstrations(num_fewshot)
+        self._multiturn = bool(fewshot_as_multiturn)
         return system_instruction or ""
+
+    def placement(self, chat: bool) -> str:
+        """Where demonstrations go: ``metadata.fewshot_placement``, or with ``auto``,
+        lm-eval's convention (chat turns with ``--fewshot_as_multiturn``, which
+        ``--apply_chat_template`` turns on; inside the system prompt otherwise)."""
+        chosen = (self.config.metadata or {}).get("fewshot_placement", "auto")
+        if chosen == "auto":
+            return "turns" if getattr(self, "_multiturn", chat) or not chat else "system"
+        if chosen not in demonstrations.PLACEMENTS:
+            raise ValueError(
+                f"metadata fewshot_placement must be auto or one of {demonstrations.PLACEMENTS},"
+                f" got {chosen!r}"
+            )
+        return chosen
 
     def construct_requests(self, doc, ctx, **kwargs) -> Instance:
         chat = bool(kwargs.pop("apply_chat_template", False))
@@ -54,7 +92,10 @@ class InterruptBenchTask(ConfigurableTask):
             for k, v in (self.config.generation_kwargs or {}).items()
             if k != "max_gen_toks"  # each turn's budget replaces it
         }
+        shots = self.demonstrations(int(self.config.num_fewshot or 0))
         settings = {
+            "fewshot": demonstrations.as_sessions(shots),
+            "fewshot_placement": self.placement(chat),
             "condition": meta.get("condition", "interrupted"),
             "budget_cap": int(meta.get("budget_cap", GENEROUS_CAP)),
             "chat": chat,
@@ -81,10 +122,30 @@ def doc_to_target(doc: dict) -> str:
     return " | ".join(f"{t['task_id']}: {t['answer']}" for t in doc["tasks"])
 
 
+FLEXIBLE_MARK = "flexible"
+
+
+def flexible(resps: Iterable[str], docs: list[dict]) -> list[str]:
+    """The ``flexible`` filter (after ``take_first``): marks each replayed session for
+    flexible scoring (``interrupt_bench.scoring.score_episode``); the transcripts are
+    unchanged, so ``--log_samples`` shows the same text under both filters."""
+    marked = []
+    for resp in resps:
+        record = json.loads(resp)
+        record["filter"] = FLEXIBLE_MARK
+        marked.append(json.dumps(record, ensure_ascii=False))
+    return marked
+
+
 def process_results(doc: dict, results: list[str]) -> dict:
-    """Score the replayed session(s) of one episode with the core scorer."""
-    sessions = json.loads(results[0])["sessions"]
-    scores = [score_episode(Episode.from_row(s["row"]), s["outputs"], s["cut"]) for s in sessions]
+    """Score the replayed session(s) of one episode with the core scorer, strictly or
+    (after the ``flexible`` filter) flexibly."""
+    record = json.loads(results[0])
+    sessions, loose = record["sessions"], record.get("filter") == FLEXIBLE_MARK
+    scores = [
+        score_episode(Episode.from_row(s["row"]), s["outputs"], s["cut"], flexible=loose)
+        for s in sessions
+    ]
     score = merge_scores(scores) if len(scores) > 1 else scores[0]
     out = {
         "accuracy": score.accuracy,

@@ -1,0 +1,90 @@
+"""Few-shot demonstrations: whole sessions played by the oracle, shown before the real one.
+
+A pretrained instruct model has never seen the tag protocol; one or two demonstration
+sessions teach it the format and, more to the point of the benchmark, show what coming
+back to a cut task looks like. Every demonstration is a train-split episode of the same
+config, picked by a fixed seed among those whose oracle transcript holds at least one cut
+answer and its resumption in a later turn, and cut at its budgets in whitespace tokens
+(so the demonstration text is the same for every model).
+
+They come in one of two placements:
+
+- ``turns``: earlier user/assistant chat turns before the real session (lm-eval's
+  ``fewshot_as_multiturn`` convention; in plain mode, earlier transcript text);
+- ``system``: transcripts inside the system prompt."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from interrupt_bench import prompts
+from interrupt_bench.episodes import Episode
+from interrupt_bench.errors import DatasetError
+from interrupt_bench.policies import policy_responder
+from interrupt_bench.session import Transcript, replay
+
+PLACEMENTS = ("turns", "system")
+FEWSHOT_SEED = 1234
+
+
+def shows_resumption(transcript: Transcript) -> bool:
+    """Whether a transcript holds a visibly cut answer (some text, no ``</answer>``) that
+    a later turn finishes; a task whose turn had budget 0 does not count."""
+    return any(
+        v.answered_later and not v.answered_in_own_turn and transcript.outputs[v.task_id - 1]
+        for v in transcript.score().verdicts
+    )
+
+
+def pick(train: Sequence[Episode], k: int, seed: int = FEWSHOT_SEED) -> list[Transcript]:
+    """``k`` oracle transcripts of train episodes that show a resumption, in a fixed order.
+
+    Raises DatasetError (before any model call) when the train split cannot supply ``k``."""
+    if k <= 0:
+        return []
+    if not train:
+        raise DatasetError(
+            f"--num_fewshot {k} needs the config's train split, which is missing or empty; "
+            "build it (`python -m dataset_builder build --split train ...`) or use 0 shots"
+        )
+    if k > len(train):
+        raise DatasetError(
+            f"--num_fewshot {k} is larger than the train split ({len(train)} episodes); "
+            f"use at most {len(train)} shots or build a larger train split"
+        )
+    order = list(train)
+    random.Random(seed).shuffle(order)
+    chosen: list[Transcript] = []
+    for start in range(0, len(order), 64):  # replay in chunks until k qualify
+        batch = replay(order[start : start + 64], policy_responder("oracle"), system=False)
+        chosen += [t for t in batch if shows_resumption(t)]
+        if len(chosen) >= k:
+            return chosen[:k]
+    raise DatasetError(
+        f"only {len(chosen)} of {len(train)} train episodes show a cut answer and its "
+        f"resumption; --num_fewshot {k} needs {k}. Use fewer shots or a larger train split"
+    )
+
+
+def as_sessions(transcripts: Sequence[Transcript]) -> list[list[dict[str, str]]]:
+    """Each demonstration as chat messages (user/assistant pairs, no system prompt)."""
+    return [t.messages(system=False) for t in transcripts]
+
+
+def with_demonstrations(
+    messages: list[dict[str, str]], sessions: Sequence[list[dict[str, str]]], placement: str
+) -> list[dict[str, str]]:
+    """A real session's messages (system prompt first) with the demonstration sessions
+    placed in them: as earlier turns, or as transcripts inside the system prompt."""
+    if not sessions:
+        return messages
+    if placement not in PLACEMENTS:
+        raise ValueError(f"fewshot placement must be one of {PLACEMENTS}, got {placement!r}")
+    system, rest = messages[0], messages[1:]
+    if system["role"] != "system":
+        raise ValueError("demonstrations need a session that starts with its system prompt")
+    if placement == "system":
+        content = prompts.render("demonstrations.j2", system=system["content"], sessions=sessions)
+        return [{"role": "system", "content": content}, *rest]
+    return [system, *(m for session in sessions for m in session), *rest]

@@ -1,0 +1,37 @@
+"""What this machine computes fastest in: the device and dtype evaluation and training pick
+when the user leaves them to us (``dtype=auto`` in our front ends)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Whether the CPU multiplies bfloat16 natively (AMX or AVX512-BF16): there bf16
+    matmuls run about twice as fast as float32; elsewhere bf16 is emulated and slower."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
+                  if line.startswith("flags")), [])  # fmt: skip
+    return any(flag in flags for flag in BF16_CPU_FLAGS)
+
+
+def device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def best_dtype() -> str:
+    """``bfloat16`` on GPUs that support it and on CPUs with native bf16, else ``float32``."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    return "bfloat16" if cpu_has_bf16() else "float32"
