@@ -130,6 +130,8 @@ def check(task: Task, response: str) -> bool:
 # of the task's own turn, and returns the candidate answer or None.
 
 _LIST = re.compile(r"[\w'’-]+(?:\s*,\s*(?:and\s+)?[\w'’-]+)+", re.IGNORECASE)
+_BULLET = re.compile(r"^[ \t]*(?:[-*•]|\d+[.)])[ \t]+(\S.*?)\s*$")
+_AFTER = re.compile(r":|\bis\b|\bmeans\b", re.IGNORECASE)
 _QUOTED = re.compile(
     r'"([^"\n]{1,60})"|“([^”\n]{1,60})”|«\s*([^»\n]{1,60}?)\s*»|\*\*([^*\n]{1,60})\*\*'
 )
@@ -138,14 +140,30 @@ _QUOTED = re.compile(
 def extract_number(task: Task, text: str) -> str | None:
     """Math: the last number in the text ("49 ÷ 3 = 16.33" -> "16.33")."""
     numbers = _NUMBER.findall(text.replace("−", "-"))
-    return numbers[-1] if numbers else None
+    return numbers[-1].rstrip(".") if numbers else None
+
+
+def _bullet_lists(text: str) -> list[tuple[int, str]]:
+    """Runs of consecutive bulleted or numbered lines ("- a", "2. b"): (start, "a, b")."""
+    runs: list[tuple[int, list[str]]] = []
+    offset, previous = 0, False
+    for line in text.splitlines(keepends=True):
+        match = _BULLET.match(line)
+        if match and previous:
+            runs[-1][1].append(match.group(1))
+        elif match:
+            runs.append((offset, [match.group(1)]))
+        previous, offset = bool(match), offset + len(line)
+    return [(start, ", ".join(items)) for start, items in runs]
 
 
 def extract_sequence(task: Task, text: str) -> str | None:
-    """Ordering: the last complete comma-separated list, one with as many items as the
-    task's list ("Sorted: 11, 45, 81." -> "11, 45, 81"); a list cut short does not count."""
+    """Ordering: the last complete list, comma-separated or one item per bulleted line,
+    with as many items as the task's list ("Sorted: 11, 45, 81." -> "11, 45, 81"); a
+    list cut short does not count."""
     want = len(split_items(task.answer))
-    lists = [m.group(0) for m in _LIST.finditer(text) if len(split_items(m.group(0))) == want]
+    found = [(m.start(), m.group(0)) for m in _LIST.finditer(text)] + _bullet_lists(text)
+    lists = [items for _, items in sorted(found) if len(split_items(items)) == want]
     return lists[-1] if lists else None
 
 
@@ -158,7 +176,8 @@ def extract_text(task: Task, text: str) -> str | None:
     quoted = [q for q in quoted if _fold(q.strip()) not in asked]
     if quoted:
         return quoted[-1]
-    words = _strip_edges(text).split()
+    tail = _AFTER.split(text.strip())[-1]  # "The answer is: Elephant" -> "Elephant"
+    words = _strip_edges(tail).split()
     return " ".join(words) if 0 < len(words) <= 3 else None
 
 

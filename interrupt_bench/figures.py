@@ -15,19 +15,29 @@ def _bin_label(lo: int, hi: int) -> str:
 
 
 def task_rows(samples_path: Path) -> list[dict]:
-    """One row per task of every logged session: family, own-turn budget, verdicts."""
+    """One row per task of every logged session: family, own-turn budget, verdicts under
+    both filters. lm-eval logs each document once per filter; the transcript is the same,
+    so only the strict copy is read and the flexible verdict is scored from it."""
+    from interrupt_bench.episodes import Episode
+    from interrupt_bench.scoring import score_episode
+
     rows = []
     for line in Path(samples_path).read_text().splitlines():
         sample = json.loads(line)
+        if sample.get("filter", "strict") not in ("strict", "none"):
+            continue
         for session in json.loads(sample["resps"][0][0])["sessions"]:
             budgets = session["budgets"]
-            for verdict in session["verdicts"]:
+            episode = Episode.from_row(session["row"])
+            loose = score_episode(episode, session["outputs"], session["cut"], flexible=True)
+            for verdict, flexible in zip(session["verdicts"], loose.verdicts):
                 k = verdict["task_id"]
                 rows.append(
                     {
                         "family": verdict["family"],
                         "budget": budgets[k - 1],
                         "correct": verdict["correct"],
+                        "correct_flexible": flexible.correct,
                         "reattempted": any(t > k for t in verdict["attempt_turns"]),
                     }
                 )
@@ -42,17 +52,19 @@ def plot_by_budget_and_family(samples_path: Path, png: Path, title: str) -> Path
 
     rows = task_rows(samples_path)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    labels, acc, reatt, counts = [], [], [], []
+    bars = {"correct": "accuracy (strict)", "correct_flexible": "accuracy (flexible)",
+            "reattempted": "re-attempted later"}  # fmt: skip
+    labels, counts, values = [], [], {key: [] for key in bars}
     for lo, hi in BUDGET_BINS:
         chosen = [r for r in rows if lo <= r["budget"] <= hi]
         if chosen:
             labels.append(_bin_label(lo, hi))
-            acc.append(sum(r["correct"] for r in chosen) / len(chosen))
-            reatt.append(sum(r["reattempted"] for r in chosen) / len(chosen))
             counts.append(len(chosen))
+            for key in bars:
+                values[key].append(sum(r[key] for r in chosen) / len(chosen))
     x = range(len(labels))
-    left.bar([i - 0.2 for i in x], acc, width=0.4, label="accuracy")
-    left.bar([i + 0.2 for i in x], reatt, width=0.4, label="re-attempted later")
+    for j, (key, name) in enumerate(bars.items()):
+        left.bar([i + 0.27 * (j - 1) for i in x], values[key], width=0.27, label=name)
     left.set_xticks(list(x), [f"{lab}\n(n={n})" for lab, n in zip(labels, counts)], fontsize=8)
     left.set_xlabel("budget of the task's own turn (tokens)")
     left.set_ylim(0, 1)
@@ -62,20 +74,14 @@ def plot_by_budget_and_family(samples_path: Path, png: Path, title: str) -> Path
     for r in rows:
         by_family[r["family"]].append(r)
     families = sorted(by_family)
-    right.bar(
-        families,
-        [sum(r["correct"] for r in by_family[f]) / len(by_family[f]) for f in families],
-        color="tab:blue",
-        width=0.4,
-        label="accuracy",
-    )
-    right.bar(
-        [i + 0.4 for i in range(len(families))],
-        [sum(r["reattempted"] for r in by_family[f]) / len(by_family[f]) for f in families],
-        color="tab:orange",
-        width=0.4,
-        label="re-attempted later",
-    )
+    for j, (key, name) in enumerate(bars.items()):
+        right.bar(
+            [i + 0.27 * (j - 1) for i in range(len(families))],
+            [sum(r[key] for r in by_family[f]) / len(by_family[f]) for f in families],
+            width=0.27,
+            label=name,
+        )
+    right.set_xticks(range(len(families)), families)
     right.set_ylim(0, 1)
     right.set_title("by task family")
     right.legend(fontsize=8)

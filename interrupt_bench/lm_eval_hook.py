@@ -27,6 +27,7 @@ from interrupt_bench.session import Transcript, TurnRequest, TurnResult, replay
 
 REQUEST_TYPE = "interrupt_session"
 STOP_SEQUENCES = ["<question"]
+PLAIN_STOP = "\nUser:"  # plain mode: a model writing the next user line has ended its turn
 log = logging.getLogger("interrupt_bench")
 
 
@@ -153,6 +154,8 @@ class _Responder:
                 "max_gen_toks": shared_max.get(self._group(request), request.budget),
             }
             gen_kwargs["until"] = list(gen_kwargs["until"] or STOP_SEQUENCES)
+            if not settings["chat"] and PLAIN_STOP not in gen_kwargs["until"]:
+                gen_kwargs["until"].append(PLAIN_STOP)
             args = (prompt, gen_kwargs)
             key = hash_args("generate_until", args)
             if self.cache is not None and not gen_kwargs.get("do_sample") and key in self.cache:

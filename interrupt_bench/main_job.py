@@ -1,8 +1,15 @@
-"""The README's main job: build the dataset offline and summarise it, build (or reuse)
-the smaller reference model, run ``lm_eval --tasks interrupt_bench`` on it, print lm-eval's results
-table and write a PNG of accuracy and re-attempts by turn budget and by family.
+"""The README's main job: build the dataset offline and summarise it, fetch (first run)
+or reuse a real pretrained model, run ``lm_eval --tasks interrupt_bench`` on it, print
+lm-eval's results table and write a PNG of accuracy and re-attempts by turn budget and by
+family.
 
-    python -m interrupt_bench.main_job [--out build] [--size small] [--limit 200]
+    python -m interrupt_bench.main_job [--model smollm2-135m-instruct] [--limit 100]
+
+``--model`` is a name from ``python -m interrupt_bench.models list`` (SmolLM2-135M-Instruct
+by default; ``reference-small`` is the project's own from-scratch model) or a model
+directory. A model with a chat template is evaluated through it with the task's default
+demonstrations; one without (Gemma 3 270M) in plain mode. bfloat16 where the hardware
+multiplies it natively, float32 otherwise.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,15 +33,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", default="build", help="working directory (default %(default)s)")
     parser.add_argument(
-        "--size", default="small", help="reference model size (default %(default)s)"
+        "--model",
+        default="smollm2-135m-instruct",
+        help="model name (python -m interrupt_bench.models list) or directory "
+        "(default %(default)s)",
     )
     parser.add_argument(
-        "--model", help="evaluate this model directory instead of a reference model"
+        "--limit", type=int, default=100, help="test episodes (default %(default)s)"
     )
     parser.add_argument(
-        "--limit", type=int, default=200, help="test episodes (default %(default)s)"
+        "--num-fewshot", type=int, help="demonstration sessions (default: the task's default)"
     )
-    parser.add_argument("--batch-size", default="64")
+    parser.add_argument("--dtype", default="auto", help="auto: bfloat16 where native, else float32")
+    parser.add_argument("--batch-size", default="32")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -42,20 +54,28 @@ def main(argv: list[str] | None = None) -> int:
     from dataset_builder.summary import summarise
     from interrupt_bench.config import CONFIGS
     from interrupt_bench.figures import plot_by_budget_and_family
-    from interrupt_bench.reference_models import reference_model
+    from interrupt_bench.hardware import best_dtype, device
+    from interrupt_bench.models import ModelError, model_path
+    from interrupt_bench.reproduce import has_chat_template
 
     out = Path(args.out)
     data = out / "interrupt_bench"
     print(f"[main] 1/3 dataset -> {data}", flush=True)
     build_dataset(data, list(CONFIGS.values()))
     print(summarise(data), flush=True)
+    print(f"[main] 2/3 model {args.model} (fetched or built once, then cached)", flush=True)
+    try:
+        model = model_path(args.model)
+    except ModelError as exc:
+        print(f"[main] error: {exc}", file=sys.stderr)
+        return 2
+    chat = has_chat_template(str(model))
+    dtype = best_dtype() if args.dtype == "auto" else args.dtype
     print(
-        f"[main] 2/3 model ({args.model or 'reference model ' + args.size}; "
-        "built once, then cached)",
+        f"[main] 3/3 lm_eval on {args.limit} test episodes of interrupt_bench "
+        f"({'chat template' if chat else 'plain mode'}, {dtype})",
         flush=True,
     )
-    model = Path(args.model) if args.model else reference_model(args.size)
-    print(f"[main] 3/3 lm_eval on {args.limit} test episodes of interrupt_bench", flush=True)
     results = out / "results"
     cmd = [
         sys.executable,
@@ -64,14 +84,17 @@ def main(argv: list[str] | None = None) -> int:
         "--model",
         "hf",
         "--model_args",
-        f"pretrained={model},dtype=float32",
+        f"pretrained={model},dtype={dtype}",
+        "--device",
+        device(),
         "--tasks",
         "interrupt_bench",
         "--include_path",
         str(ROOT / "lm_eval_tasks"),
         "--metadata",
         json.dumps({"dataset_path": str(data.resolve())}),
-        "--apply_chat_template",
+        *(["--apply_chat_template"] if chat else []),
+        *(["--num_fewshot", str(args.num_fewshot)] if args.num_fewshot is not None else []),
         "--batch_size",
         str(args.batch_size),
         "--limit",
@@ -80,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         "--output_path",
         str(results),
     ]
+    start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT)
     if proc.returncode:
         print(f"[main] lm_eval failed with exit code {proc.returncode}", file=sys.stderr)
@@ -88,9 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     png = plot_by_budget_and_family(
         samples,
         out / "interrupt_bench.png",
-        f"{model.name} on interrupt_bench ({args.limit} test episodes)",
+        f"{args.model} on interrupt_bench ({args.limit} test episodes, {dtype})",
     )
-    print(f"[main] results and samples in {samples.parent}; picture: {png}")
+    print(
+        f"[main] lm_eval took {time.perf_counter() - start:.0f} s; results and samples in "
+        f"{samples.parent}; picture: {png}"
+    )
     return 0
 
 

@@ -49,6 +49,7 @@ class PolicyLM(LM):
 
     # -- the policy ----------------------------------------------------------------------
     def respond(self, prompt: str) -> str:
+        prompt = self._real_session(prompt)
         questions = [(int(k), q) for k, q in _QUESTION.findall(prompt)]
         if not questions:
             return ""
@@ -58,6 +59,18 @@ class PolicyLM(LM):
             return "" if closing else answer_tag(*self._answer(questions[-1]))
         answered = {k for k, _ in parse_turn(prompt).answers()}
         return "\n".join(answer_tag(*self._answer(q)) for q in questions if q[0] not in answered)
+
+    @staticmethod
+    def _real_session(prompt: str) -> str:
+        """The prompt from the end of the last demonstration session on (few-shot
+        demonstrations are whole sessions, each ending with the closing message, before
+        the real session's first question)."""
+        marker = prompts.closing_message(1)[:30]
+        last_question = prompt.rfind("</question>")
+        closing = prompt.rfind(marker, 0, last_question)
+        if closing < 0:
+            return prompt
+        return prompt[prompt.find(prompts.question_message(1, "")[:16], closing) :]
 
     def _answer(self, question: tuple[int, str]) -> tuple[int, str]:
         task_id, text = question

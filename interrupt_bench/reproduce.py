@@ -242,9 +242,7 @@ def table2(
     return _write(out / f"{name}.md", lines)
 
 
-def fewshot_grid(
-    model: str, dataset: Path, out: Path, limit: int | None, batch_size: str
-) -> Path:
+def fewshot_grid(model: str, dataset: Path, out: Path, limit: int | None, batch_size: str) -> Path:
     """The validation-split measurement behind the task's default shots: 0–3 shots, the
     demonstrations as chat turns or inside the system prompt."""
     specs = [parse_model(f"{model},num_fewshot=0")]

@@ -207,3 +207,34 @@ def test_sweep_group_runs_every_grid_config(tmp_path):
     grid = [name for name in CONFIGS if name != "default"]
     assert {f"interrupt_bench_{name}" for name in grid} <= set(result["results"])
     assert all(result["results"][f"interrupt_bench_{n}"]["accuracy,strict"] == 1.0 for n in grid)
+
+
+def test_fewshot_without_a_train_split_stops_before_any_model_call(tmp_path):
+    from dataset_builder import build_dataset
+    from interrupt_bench.config import get_config
+
+    dataset = tmp_path / "test-only"
+    build_dataset(dataset, [get_config("default")], splits=["test"], sizes={"test": 3},
+                  progress=False)  # fmt: skip
+    episodes = load_episodes(dataset, "default", "test")
+    lm = PolicyLM(episodes, "oracle")
+    with pytest.raises(DatasetError, match="needs the config's train split, which is missing"):
+        _evaluate(lm, dataset, ["interrupt_bench"], num_fewshot=1)
+    assert lm.calls == []
+
+
+def test_oracle_with_demonstrations_scores_as_without(small_dataset):
+    """Demonstrations change the prompt, never the scoring: the oracle, which ignores
+    the prompt, scores the same with 0 and 2 shots, and its prompts hold the shots."""
+    episodes = load_episodes(small_dataset, "default", "test", limit=LIMIT)
+    zero = _evaluate(PolicyLM(episodes, "oracle"), small_dataset, ["interrupt_bench"])
+    two = _evaluate(PolicyLM(episodes, "oracle"), small_dataset, ["interrupt_bench"],
+                    num_fewshot=2)  # fmt: skip
+    assert two["n-shot"]["interrupt_bench"] == 2
+    assert (
+        two["results"]["interrupt_bench"]["accuracy,strict"]
+        == (zero["results"]["interrupt_bench"]["accuracy,strict"])
+    )
+    sample = two["samples"]["interrupt_bench"][0]
+    turn = next(t for t in json.loads(sample["resps"][0][0])["sessions"][0]["turns"] if t["prompt"])
+    assert turn["prompt"].count("No more questions will come.") == 2

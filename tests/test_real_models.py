@@ -1,0 +1,78 @@
+"""The real pretrained models, end to end. Marked ``real_model`` and skipped unless the
+model is in the cache (``python -m interrupt_bench.models fetch smollm2-135m-instruct``
+and ``... fetch gemma-3-270m``): CI downloads no model. Run them with
+``pytest -m real_model -v``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from interrupt_bench import models
+
+from .test_lm_eval_cli import run_lm_eval
+
+pytestmark = pytest.mark.real_model
+
+
+def need(name: str):
+    if not models.is_cached(name):
+        pytest.skip(f"{name} is not cached: python -m interrupt_bench.models fetch {name}")
+    return models.model_path(name)
+
+
+def test_smollm2_is_a_plain_instruct_model_that_answers():
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = need("smollm2-135m-instruct")
+    assert "quantization_config" not in json.loads((path / "config.json").read_text())
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    chat = [{"role": "user", "content": "What is 2+3?"}]
+    ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt")
+    ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+    out = model.generate(ids, max_new_tokens=12, do_sample=False)
+    text = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+    assert "5" in text, text
+
+
+def test_smollm2_through_lm_eval_with_the_default_shots(small_dataset, tmp_path):
+    path = need("smollm2-135m-instruct")
+    out = tmp_path / "out"
+    proc = run_lm_eval(
+        "--model", "hf",
+        "--model_args", f"pretrained={path},dtype=bfloat16",
+        "--device", "cpu",
+        "--tasks", "interrupt_bench",
+        "--metadata", json.dumps({"dataset_path": str(small_dataset)}),
+        "--apply_chat_template",
+        "--limit", "8", "--batch_size", "8",
+        "--output_path", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    print(proc.stdout[-2500:])
+    report = json.loads(next(out.rglob("results_*.json")).read_text())
+    result = report["results"]["interrupt_bench"]
+    assert report["n-shot"]["interrupt_bench"] >= 1  # the task's default demonstrations
+    assert result["answer_rate,strict"] > 0.3  # shown the format, it writes closed answers
+    assert result["accuracy,flexible"] >= result["accuracy,strict"]
+
+
+def test_gemma_in_plain_mode(small_dataset, tmp_path):
+    path = need("gemma-3-270m")
+    assert not (path / "chat_template.jinja").exists()
+    proc = run_lm_eval(
+        "--model", "hf",
+        "--model_args", f"pretrained={path},dtype=bfloat16",
+        "--device", "cpu",
+        "--tasks", "interrupt_bench",
+        "--metadata", json.dumps({"dataset_path": str(small_dataset)}),
+        "--limit", "4", "--batch_size", "4",
+        "--output_path", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    print(proc.stdout[-2500:])
+    result = json.loads(next((tmp_path / "out").rglob("results_*.json")).read_text())
+    assert 0.0 <= result["results"]["interrupt_bench"]["format_rate,strict"] <= 1.0
