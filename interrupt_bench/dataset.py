@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from interrupt_bench.episodes import Episode
+from interrupt_bench.episodes import Episode, check_budgets
 from interrupt_bench.errors import DatasetError
 
 HUB_DATASET_ID = "interrupt-bench/interrupt-bench"
@@ -128,4 +128,7 @@ def load_episodes(
     rows = load_rows(path, config, split)
     if limit is not None:
         rows = rows.select(range(min(limit, len(rows))))
-    return [Episode.from_row(row) for row in rows]
+    episodes = [Episode.from_row(row) for row in rows]
+    for episode in episodes:
+        check_budgets(episode)
+    return episodes

@@ -76,6 +76,11 @@ class Episode:
             raise bad(f"missing field(s) {', '.join(missing)}")
         try:
             tasks_raw = list(row["tasks"])
+            for i, t in enumerate(tasks_raw, start=1):
+                empty = [k for k in ("question", "answer") if not isinstance(t.get(k), str)
+                         or not t[k].strip()]  # fmt: skip
+                if empty:
+                    raise bad(f"task {i} has no {' or '.join(empty)} (null or empty)")
             budgets = tuple(int(b) for b in row["budgets"])
             n_tasks, closing = int(row["n_tasks"]), int(row["closing_budget"])
             tasks = tuple(
@@ -91,7 +96,7 @@ class Episode:
                 )
                 for t in tasks_raw
             )
-        except (TypeError, ValueError, KeyError) as exc:
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
             raise bad(f"unreadable value ({exc})") from None
         if n_tasks != len(tasks) or len(budgets) != n_tasks:
             raise bad(f"n_tasks={n_tasks} but {len(tasks)} tasks and {len(budgets)} budgets")
@@ -99,6 +104,8 @@ class Episode:
             raise bad("no tasks")
         if any(b < 0 for b in (*budgets, closing)):
             raise bad(f"negative budget in {list(budgets)} / closing {closing}")
+        if any(b > MAX_BUDGET for b in (*budgets, closing)):
+            raise bad(f"budget above {MAX_BUDGET} tokens in {list(budgets)} / closing {closing}")
         ids = [t.get("task_id") for t in tasks_raw]
         if ids != list(range(1, n_tasks + 1)):
             raise bad(f"task ids {ids} are not 1..{n_tasks} in order")
@@ -117,6 +124,29 @@ class Episode:
             budgets=budgets,
             closing_budget=closing,
             tasks=tasks,
+        )
+
+
+MAX_BUDGET = 8192  # no shipped config comes near; a larger value is a corrupt row
+
+
+def check_budgets(episode: Episode) -> None:
+    """Raise DatasetError when a row of a shipped config has a budget outside that config's
+    interval (or a closing budget other than its own): such a row was edited or corrupted,
+    and the model must not be blamed for what it does with it."""
+    from interrupt_bench.config import CONFIGS
+
+    config = CONFIGS.get(episode.config)
+    if config is None:
+        return
+    lo, hi = config.budget_lo, config.budget_hi
+    wrong = [b for b in episode.budgets if not lo <= b <= hi]
+    if wrong or episode.closing_budget != config.closing_budget:
+        raise DatasetError(
+            f"corrupt episode row {episode.episode_id!r}: config {config.name!r} draws budgets "
+            f"from [{lo}, {hi}] with closing budget {config.closing_budget}, but the row has "
+            f"{list(episode.budgets)} / closing {episode.closing_budget}; rebuild it with "
+            "`python -m dataset_builder build --out DIR`"
         )
 
 

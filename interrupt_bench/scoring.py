@@ -125,6 +125,16 @@ def score_episode(
     It changes accuracy only: answers, re-attempts and format stay the protocol's, so the
     gap between the two filters is what the format costs a model."""
     n, n_turns = episode.n_tasks, episode.n_turns
+    if isinstance(outputs, str) or not all(isinstance(o, str) for o in outputs):
+        raise TypeError(
+            f"outputs must be a sequence of strings, one per assistant turn; got "
+            f"{type(outputs).__name__}"
+            + (" (wrap a single turn in a list)" if isinstance(outputs, str) else "")
+        )
+    if cut is not None and (isinstance(cut, str) or len(cut) != len(outputs)):
+        raise ValueError(
+            f"cut must hold one bool (or None) per output: {len(outputs)} outputs, got {cut!r:.80}"
+        )
     if len(outputs) != n_turns:
         raise ValueError(
             f"episode {episode.episode_id} has {n_turns} assistant turns "

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 TAG_NAMES = ("thinking", "answer")
 _TAG = re.compile(r"<(/?)(thinking|answer)\b([^<>]*)>", re.IGNORECASE)
 _TASK_ATTR = re.compile(
-    r"\s+task\s*=\s*(?:\"([^\"<>]*)\"|'([^'<>]*)'|([^\s\"'<>=]+))\s*", re.IGNORECASE
+    r"[ \t\r\n]+task[ \t\r\n]*=[ \t\r\n]*(?:\"([^\"<>]*)\"|'([^'<>]*)'|([^\s\"'<>=]+))[ \t\r\n]*",
+    re.IGNORECASE,
 )
-_TASK_ID = re.compile(r"[+-]?\d{1,9}")
+_TASK_ID = re.compile(r"[0-9]{1,9}")  # ASCII digits only: task ids are the numbers 1..n
 # A tag cut by the budget: '<' then a non-space, and no '>' before the end of the text.
 _PARTIAL_TAG = re.compile(r"<(/?)([A-Za-z]*)[^<>\s]?[^<>]*\Z")
 
@@ -58,7 +59,7 @@ def _task_id(attrs: str) -> tuple[int | None, str | None]:
     match = _TASK_ATTR.fullmatch(attrs)
     if not match:
         return None, "missing or unreadable task attribute"
-    value = next(g for g in match.groups() if g is not None).strip()
+    value = next(g for g in match.groups() if g is not None)
     if not _TASK_ID.fullmatch(value):
         return None, f"task id {value[:20]!r} is not an integer"
     return int(value), None
@@ -93,8 +94,9 @@ def parse_turn(text: str, cut: bool = True) -> ParsedTurn:
     for match in _TAG.finditer(text, 0, end):
         is_close, kind, attrs = match.group(1), match.group(2).lower(), match.group(3)
         if is_close:
-            if attrs.strip():
-                problems.append(f"closing tag </{kind}> has attributes")
+            if attrs.strip():  # `</answer task=1>` is malformed and closes nothing
+                problems.append(f"closing tag </{kind}> has attributes and closes nothing")
+                continue
             if open_tag is not None and open_tag[0] == kind:
                 close(match.start(), closed=True)
                 open_tag = None

@@ -53,18 +53,30 @@ def test_nested_and_stray_tags_are_malformed_but_parsed():
     assert any("closes nothing" in p for p in parsed.problems)
 
 
-@pytest.mark.parametrize("raw", ["abc", "", "1.5", "x1"])
+@pytest.mark.parametrize(
+    "raw", ["abc", "", "1.5", "x1", "-1", "+1", '" 1 "', "' 1'", "١", "１", "٣", "1\u00a0"]
+)
 def test_non_integer_task_ids_are_ignored_and_malformed(raw):
     parsed = parse_turn(f"<answer task={raw}>4</answer>")
     assert parsed.answers() == []
     assert not parsed.well_formed
 
 
-def test_negative_zero_and_huge_ids_parse_as_integers():
-    parsed = parse_turn(
-        "<answer task=0>a</answer><answer task=-1>b</answer><answer task=999>c</answer>"
-    )
-    assert parsed.answers() == [(0, "a"), (-1, "b"), (999, "c")]
+def test_zero_and_huge_ids_parse_as_integers():
+    parsed = parse_turn("<answer task=0>a</answer><answer task=999>c</answer>")
+    assert parsed.answers() == [(0, "a"), (999, "c")]
+
+
+def test_ascii_whitespace_around_equals_and_quotes_stay_allowed():
+    for text in ('<answer task = "1">x</answer>', "<answer task=\t'1' >x</answer>"):
+        assert parse_turn(text).answers() == [(1, "x")] and parse_turn(text).well_formed
+
+
+def test_closing_tag_with_attributes_closes_nothing():
+    parsed = parse_turn("<answer task=1>42</answer task=1>", cut=False)
+    assert parsed.answers() == []  # the answer stays open: not an answer
+    assert parsed.attempted() == {1}
+    assert any("closes nothing" in p for p in parsed.problems)
 
 
 def test_last_answer_wins_order_kept():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,8 @@ class TrainConfig:
     def validate(self) -> None:
         for f in dataclasses.fields(self):
             value, meta = getattr(self, f.name), f.metadata
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"`{f.name}` is {value}; it must be a finite number")
             if "min" in meta and value < meta["min"]:
                 raise ConfigError(f"`{f.name}` is {value}; it must be >= {meta['min']}")
             if "max" in meta and value > meta["max"]:

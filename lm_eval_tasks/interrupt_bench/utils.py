@@ -15,7 +15,7 @@ from lm_eval.api.task import ConfigurableTask
 from interrupt_bench import demonstrations
 from interrupt_bench.controls import GENEROUS_CAP
 from interrupt_bench.dataset import HUB_DATASET_ID, load_rows
-from interrupt_bench.episodes import Episode
+from interrupt_bench.episodes import Episode, check_budgets
 from interrupt_bench.errors import DatasetError
 from interrupt_bench.lm_eval_hook import REQUEST_TYPE, install, request_args
 from interrupt_bench.scoring import merge_scores, ratio_of_sums, score_episode
@@ -42,7 +42,7 @@ class InterruptBenchTask(ConfigurableTask):
         split = self.config.test_split or self.config.validation_split
         rows = load_rows(self._source(), self.config.dataset_name or "default", split)
         for row in rows:  # fail before any model call, naming the bad row
-            Episode.from_row(row)
+            check_budgets(Episode.from_row(row))
         self.dataset = datasets.DatasetDict({split: rows})
         self._shots: tuple[int, list] | None = None
 
