@@ -1,7 +1,10 @@
 """Write every (config, split) as parquet shards plus a dataset card, atomically.
 
 Output goes to a temporary sibling directory that replaces ``out`` only once complete,
-so a failed or interrupted build never leaves a half-written dataset behind."""
+so a failed or interrupted build never leaves a half-written dataset behind. A build of
+some configs or splits into an existing builder directory updates only those and keeps
+everything else there (other configs and splits, the user's own files); the card and
+``build_info.json`` describe the whole directory. ``replace=True`` starts from empty."""
 
 from __future__ import annotations
 
@@ -62,6 +65,32 @@ def _write_split(rows: list[dict], directory: Path, split: str, shard_rows: int)
     return paths
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clean_leftovers(out: Path) -> None:
+    """Remove what killed builds of ``out`` left beside it (their process is gone)."""
+    for pattern in (f".{out.name}.partial-*", f".{out.name}.old-*"):
+        for leftover in out.parent.glob(pattern):
+            pid = leftover.name.rsplit(".", 1)[-1].split("-")[1]
+            if not pid.isdigit() or not _pid_alive(int(pid)):
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _usual_mode(path: Path) -> None:
+    """mkdtemp makes 0o700 directories; a dataset is for others to read too."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o777 & ~umask)
+
+
 def _prepare_target(out: Path) -> Path:
     """Check ``out`` can be replaced and return a fresh temporary sibling directory."""
     if out.exists() and not out.is_dir():
@@ -73,7 +102,10 @@ def _prepare_target(out: Path) -> Path:
         )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        _clean_leftovers(out)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
+        _usual_mode(tmp)
+        return tmp
     except OSError as exc:
         raise BuildError(
             f"cannot write the dataset next to {out} ({exc.strerror or exc}); choose an "
@@ -84,11 +116,48 @@ def _prepare_target(out: Path) -> Path:
 def _swap_in(tmp: Path, out: Path) -> None:
     old = None
     if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        old = out.with_name(f".{out.name}.old-{os.getpid()}-0")
         os.replace(out, old)
     os.replace(tmp, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _existing_info(out: Path) -> dict | None:
+    info = out / BUILD_INFO
+    if not info.exists():
+        return None
+    try:
+        return json.loads(info.read_text())
+    except json.JSONDecodeError:
+        raise BuildError(
+            f"{info} is not JSON; the directory's contents are unknown. Choose another --out "
+            "or pass --replace to rebuild it from empty"
+        ) from None
+
+
+def _keep_from(out: Path, tmp: Path, built: dict[str, list[str]]) -> None:
+    """Copy into ``tmp`` everything of ``out`` this build does not rewrite."""
+    for entry in out.iterdir():
+        if entry.name in (BUILD_INFO, "README.md"):
+            continue  # rewritten for the whole directory
+        if entry.is_dir() and entry.name in built:
+            for f in entry.iterdir():
+                if not any(f.name.startswith(f"{split}-") for split in built[entry.name]):
+                    shutil.copy2(f, tmp / entry.name / f.name)
+        elif entry.is_dir():
+            shutil.copytree(entry, tmp / entry.name, symlinks=True)
+        else:
+            shutil.copy2(entry, tmp / entry.name, follow_symlinks=False)
+
+
+def _config_from_info(name: str, info: dict) -> EpisodeConfig:
+    from interrupt_bench.config import CONFIGS
+
+    if name in CONFIGS:
+        return CONFIGS[name]
+    fields = {k: v for k, v in info.items() if k != "counts"}
+    return EpisodeConfig(**{**fields, "families": tuple(fields.get("families", ()))})
 
 
 def build_dataset(
@@ -99,19 +168,44 @@ def build_dataset(
     seed: int = DEFAULT_SEED,
     shard_rows: int = DEFAULT_SHARD_ROWS,
     progress: bool = True,
+    replace: bool = False,
 ) -> BuildReport:
-    """Generate and write the dataset; ``sizes`` overrides each config's split sizes."""
+    """Generate and write the dataset; ``sizes`` overrides each config's split sizes.
+
+    Into an existing builder directory, only the given (config, split) pairs are
+    rewritten and the rest is kept; ``replace=True`` writes exactly what is built."""
     from dataset_builder.card import render_dataset_card
 
     start = time.perf_counter()
     out = Path(out).expanduser().absolute()
+    configs = list({c.name: c for c in configs}.values())  # each config once
+    splits = list(dict.fromkeys(splits))
     if not configs:
         raise BuildError("no configs selected; pass at least one --config")
+    for config in configs:
+        for split in splits:
+            n = (sizes or {}).get(split, config.split_sizes.get(split, 0))
+            if n < 1:
+                raise BuildError(
+                    f"split {split!r} of config {config.name!r} would have {n} episodes, and an "
+                    "empty split cannot be loaded; leave it out (--split) or give it >= 1"
+                )
     for split in splits:
         if split not in SPLITS:
             raise BuildError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     if shard_rows < 1:
         raise BuildError(f"--shard-rows must be >= 1, got {shard_rows}")
+    existing = None if replace else _existing_info(out) if out.is_dir() else None
+    if existing and (existing.get("seed"), existing.get("generator_version")) != (
+        seed,
+        GENERATOR_VERSION,
+    ):
+        raise BuildError(
+            f"{out} holds a build with seed {existing.get('seed')} (generator "
+            f"{existing.get('generator_version')}); adding seed {seed} (generator "
+            f"{GENERATOR_VERSION}) would mix them. Nothing was changed: pass --replace to "
+            "drop what is there, or choose another --out"
+        )
     tmp = _prepare_target(out)
     report = BuildReport(out=out, seed=seed)
     try:
@@ -126,14 +220,29 @@ def build_dataset(
             for path in _write_split(rows, directory, split, shard_rows):
                 report.files[path.relative_to(tmp).as_posix()] = _sha256(path)
             report.counts.setdefault(config.name, {})[split] = n
+        described = {c.name: {**c.to_dict(), "counts": report.counts[c.name]} for c in configs}
+        files = dict(report.files)
+        if existing:
+            _keep_from(out, tmp, {c.name: list(splits) for c in configs})
+            for name, old in existing.get("configs", {}).items():
+                counts = {**old.get("counts", {}), **described.get(name, {}).get("counts", {})}
+                described[name] = {**old, **described.get(name, {}), "counts": counts}
+            built = {(c.name, s) for c in configs for s in splits}
+            for path, digest in existing.get("files", {}).items():
+                name, file = path.split("/", 1)
+                if (name, file.split("-", 1)[0]) not in built:
+                    files[path] = digest
         info = {
             "generator_version": GENERATOR_VERSION,
             "seed": seed,
-            "configs": {c.name: {**c.to_dict(), "counts": report.counts[c.name]} for c in configs},
-            "files": report.files,
+            "configs": dict(sorted(described.items())),
+            "files": dict(sorted(files.items())),
         }
         (tmp / BUILD_INFO).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-        (tmp / "README.md").write_text(render_dataset_card(configs, report, tmp), "utf-8")
+        whole = BuildReport(out=out, seed=seed, files=files)
+        whole.counts = {name: dict(d["counts"]) for name, d in info["configs"].items()}
+        all_configs = [_config_from_info(name, d) for name, d in info["configs"].items()]
+        (tmp / "README.md").write_text(render_dataset_card(all_configs, whole, tmp), "utf-8")
         _swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

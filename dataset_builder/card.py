@@ -25,6 +25,15 @@ from interrupt_bench.tasks import FAMILIES, get_family
 if TYPE_CHECKING:
     from dataset_builder.build import BuildReport
 
+SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+                   (1_000_000, "100K<n<1M"))  # fmt: skip
+
+
+def size_category(n: int) -> str:
+    """The Hub's ``size_categories`` tag for ``n`` examples."""
+    return next((tag for limit, tag in SIZE_CATEGORIES if n < limit), "1M<n<10M")
+
+
 HUB_CARDS = Path(__file__).resolve().parents[1] / "hub_cards"
 
 
@@ -68,7 +77,7 @@ def front_matter(configs: Sequence[EpisodeConfig], report: BuildReport, root: Pa
         "pretty_name": "interrupt-bench",
         "task_categories": ["text-generation"],
         "tags": ["multi-turn", "interruption", "llm-evaluation", "synthetic"],
-        "size_categories": ["10K<n<100K"],
+        "size_categories": [size_category(report.episodes)],
         "configs": cfgs,
         "dataset_info": infos,
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from interrupt_bench.config import CONFIGS, SPLITS, get_config
@@ -15,7 +16,17 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("build", help="write parquet shards and a dataset card to --out")
-    b.add_argument("--out", required=True, help="output directory (replaced atomically)")
+    b.add_argument(
+        "--out",
+        required=True,
+        help="output directory, updated atomically: only the configs and splits built are "
+        "rewritten, the rest is kept",
+    )
+    b.add_argument(
+        "--replace",
+        action="store_true",
+        help="rebuild --out from empty: drop configs, splits and files not built now",
+    )
     b.add_argument(
         "--config",
         action="append",
@@ -52,13 +63,23 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _stop(signum, frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop)  # unwind like Ctrl-C, so the build cleans up
     try:
         return _run(args)
     except InterruptBenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        where = f" {args.out}" if getattr(args, "out", None) else ""
+        print(f"interrupted ({exc or 'SIGINT'}): nothing was changed in{where or ' the output'}",
+              file=sys.stderr)  # fmt: skip
+        return 130
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -80,11 +101,15 @@ def _run(args: argparse.Namespace) -> int:
         print(summarise(args.path, args.configs))
         return 0
 
-    configs = [get_config(name) for name in (args.configs or list(CONFIGS))]
+    names = list(dict.fromkeys(args.configs or CONFIGS))  # each config once
+    configs = [get_config(name) for name in names]
     sizes = {s: getattr(args, f"num_{s}") for s in SPLITS if getattr(args, f"num_{s}") is not None}
     for split, n in sizes.items():
-        if n < 0:
-            raise InterruptBenchError(f"--num-{split} is {n}; use a count >= 0")
+        if n < 1:
+            raise InterruptBenchError(
+                f"--num-{split} is {n}; an empty split cannot be loaded. Use a count >= 1, or "
+                f"leave {split} out with --split"
+            )
     report = build_dataset(
         args.out,
         configs,
@@ -93,6 +118,7 @@ def _run(args: argparse.Namespace) -> int:
         seed=args.seed,
         shard_rows=args.shard_rows,
         progress=not args.quiet,
+        replace=args.replace,
     )
     print(
         f"wrote {report.episodes} episodes in {len(report.files)} parquet files "

@@ -78,20 +78,102 @@ def test_other_seed_changes_rows_and_splits_are_disjoint(tmp_path):
     assert not (seeds["train"] & seeds["test"]) and not (seeds["validation"] & seeds["test"])
 
 
-def test_rebuild_replaces_previous_build(tmp_path):
+def _card_header(out: Path) -> dict:
+    return yaml.safe_load((out / "README.md").read_text().split("---")[1])
+
+
+def test_partial_rebuild_keeps_what_it_did_not_rebuild(tmp_path):
+    """The README's own example: rebuilding one config's test split into a full build."""
     out = tmp_path / "ds"
-    build_dataset(
-        out, [get_config("default")], sizes={"train": 3, "validation": 3, "test": 3}, progress=False
-    )
-    build_dataset(
-        out, [get_config("tasks2_budget0to50")], splits=["test"], sizes={"test": 4}, progress=False
-    )
-    assert sorted(p.name for p in out.iterdir()) == [
-        "README.md",
-        "build_info.json",
-        "tasks2_budget0to50",
-    ]
+    three = {"train": 3, "validation": 3, "test": 3}
+    configs = [get_config("default"), get_config("tasks2_budget0to50")]
+    build_dataset(out, configs, sizes=three, progress=False)
+    (out / "notes.txt").write_text("mine")
+    before = _hashes(out)
+    build_dataset(out, [get_config("default")], splits=["test"], sizes={"test": 5}, progress=False)
+    after = _hashes(out)
+    kept = {k for k in before if k != "default/test-00000-of-00001.parquet"}
+    kept -= {"README.md", "build_info.json"}
+    assert {k: after[k] for k in kept} == {k: before[k] for k in kept}  # byte for byte
+    assert len(load_episodes(out, "default", "test")) == 5
+    assert len(load_episodes(out, "tasks2_budget0to50", "train")) == 3
+    info = json.loads((out / "build_info.json").read_text())
+    assert info["configs"]["default"]["counts"] == {"train": 3, "validation": 3, "test": 5}
+    assert info["configs"]["tasks2_budget0to50"]["counts"] == three
+    assert set(info["files"]) == {k for k in after if k.endswith(".parquet")}
+    assert all(info["files"][k] == after[k] for k in info["files"])
+    header = _card_header(out)
+    assert [c["config_name"] for c in header["configs"]] == ["default", "tasks2_budget0to50"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    # --replace is the way to drop the rest
+    build_dataset(out, [get_config("default")], splits=["test"], sizes={"test": 2},
+                  progress=False, replace=True)  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "build_info.json", "default"]
+
+
+def test_partial_build_with_another_seed_is_refused(tmp_path):
+    out = tmp_path / "ds"
+    build_dataset(out, [get_config("default")], sizes={"test": 2}, splits=["test"], progress=False)
+    before = _hashes(out)
+    with pytest.raises(BuildError, match=r"seed 1234 .* adding seed 7 .* would mix them"):
+        build_dataset(out, [get_config("default")], splits=["test"], sizes={"test": 2},
+                      seed=7, progress=False)  # fmt: skip
+    assert _hashes(out) == before
+
+
+def test_empty_split_is_refused(tmp_path):
+    with pytest.raises(BuildError, match="empty split cannot be loaded"):
+        build_dataset(tmp_path / "ds", [get_config("default")], splits=["test"],
+                      sizes={"test": 0}, progress=False)  # fmt: skip
+    proc = _cli("build", "--out", str(tmp_path / "ds"), "--num-test", "0", "--split", "test")
+    assert proc.returncode == 2 and "--num-test is 0; an empty split cannot be loaded" in (
+        proc.stderr
+    )
+    assert "Traceback" not in proc.stderr and not (tmp_path / "ds").exists()
+
+
+def test_duplicate_configs_build_once_and_size_category_is_derived(tmp_path):
+    out = tmp_path / "ds"
+    proc = _cli("build", "--out", str(out), "--config", "default", "--config", "default",
+                "--split", "test", "--num-test", "3", "--quiet")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "(1 configs)" in proc.stdout
+    header = _card_header(out)
+    assert [c["config_name"] for c in header["configs"]] == ["default"]
+    assert header["size_categories"] == ["n<1K"]
+
+
+def test_built_directory_has_the_usual_mode_and_leftovers_are_cleaned(tmp_path):
+    import os
+
+    out = tmp_path / "ds"
+    dead = tmp_path / ".ds.partial-999999999-abc"  # what a SIGKILLed build leaves
+    dead.mkdir()
+    (dead / "x.parquet").write_bytes(b"1" * 100)
+    build_dataset(out, [get_config("default")], sizes={"test": 2}, splits=["test"], progress=False)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert not dead.exists()
+
+
+def test_sigterm_ends_with_one_line_and_leaves_nothing(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "ds"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dataset_builder", "build", "--out", str(out), "--quiet"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 60
+    while not any(tmp_path.glob(".ds.partial-*")) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == [f"interrupted (SIGTERM): nothing was changed in {out}"]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_refuses_foreign_directory_and_leaves_it_alone(tmp_path):
