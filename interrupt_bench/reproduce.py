@@ -215,11 +215,17 @@ def table1(spec: ModelSpec, dataset: Path, out: Path, limit: int | None, batch_s
 
 def table2(
     specs: list[ModelSpec], dataset: Path, out: Path, limit: int | None, batch_size: str,
-    task: str = "interrupt_bench", name: str = "table2",
+    task: str = "interrupt_bench", name: str = "table2", resume: bool = False,
 ) -> Path:  # fmt: skip
-    results = {}
+    results, done = {}, {}
+    if resume and (out / f"{name}.json").exists():  # rows of an interrupted run, same limit
+        done = {k: v for k, v in json.loads((out / f"{name}.json").read_text()).items()
+                if v.get("sample_len") == limit or limit is None}  # fmt: skip
     for i, spec in enumerate(specs):
         samples = out / f"{name}_samples_{i}.jsonl"
+        if spec.label in done and samples.exists():
+            results[spec.label] = done[spec.label]
+            continue
         results[spec.label] = evaluate(spec, [task], dataset, limit, batch_size, samples)[task]
         (out / f"{name}.json").write_text(json.dumps(results, indent=2, default=str))
     split = "validation" if "validation" in task else "test"
@@ -242,14 +248,18 @@ def table2(
     return _write(out / f"{name}.md", lines)
 
 
-def fewshot_grid(model: str, dataset: Path, out: Path, limit: int | None, batch_size: str) -> Path:
+def fewshot_grid(
+    model: str, dataset: Path, out: Path, limit: int | None, batch_size: str, resume: bool = False
+) -> Path:
     """The validation-split measurement behind the task's default shots: 0–3 shots, the
     demonstrations as chat turns or inside the system prompt."""
     specs = [parse_model(f"{model},num_fewshot=0")]
     for k in (1, 2, 3):
         for placement in ("turns", "system"):
             specs.append(parse_model(f"{model},num_fewshot={k},placement={placement}"))
-    return table2(specs, dataset, out, limit, batch_size, "interrupt_bench_validation", "fewshot")
+    return table2(
+        specs, dataset, out, limit, batch_size, "interrupt_bench_validation", "fewshot", resume
+    )
 
 
 def _write(path: Path, lines: list[str]) -> Path:
@@ -273,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="test episodes per task (default: all)")
     parser.add_argument("--batch-size", default="64")
     parser.add_argument("--out", default="build/reproduce")
+    parser.add_argument(
+        "--resume", action="store_true", help="table2/fewshot: keep rows an earlier run finished"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     out = Path(args.out)
@@ -295,10 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "table1":
         table1(parse_model(args.model[0]), dataset, out, args.limit, args.batch_size)
     elif args.what == "fewshot":
-        fewshot_grid(args.model[0], dataset, out, args.limit, args.batch_size)
+        fewshot_grid(args.model[0], dataset, out, args.limit, args.batch_size, args.resume)
     else:
         specs = [parse_model(m) for m in args.model]
-        table2(specs, dataset, out, args.limit, args.batch_size)
+        table2(specs, dataset, out, args.limit, args.batch_size, resume=args.resume)
     return 0
 
 
