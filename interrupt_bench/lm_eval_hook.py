@@ -176,12 +176,14 @@ class _Responder:
             try:
                 outputs = self.lm.generate_until(instances)
             except Exception as exc:
+                # The message names the cause; the whole chain goes to lm-eval's DEBUG log.
+                log.debug("generate_until failed at turn %d", turn, exc_info=exc)
                 raise SessionReplayError(
                     f"{type(self.lm).__name__} failed at turn {turn} with {len(instances)} "
                     f"requests ({type(exc).__name__}: {str(exc)[:300]}). Nothing was scored "
                     "or written; fix the model or server and run again (with --use_cache DB, "
                     "turns already generated are reused)"
-                ) from exc
+                ) from None
             if len(outputs) != len(instances):
                 raise SessionReplayError(
                     f"{type(self.lm).__name__}.generate_until returned {len(outputs)} outputs "

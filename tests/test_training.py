@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -220,6 +221,22 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tiny_model, small_dataset,
     assert any(r["grad_norm"] > 0 for r in a[2:]), [(r["loss"], r["grad_norm"]) for r in a]
     assert a == b
 
+    # A truncated checkpoint is named, and the previous complete one is offered.
+    checkpoints = sorted((straight / "checkpoints").glob("step-*"))
+    assert [c.name for c in checkpoints] == ["step-0000002", "step-0000004"]
+    for f in checkpoints[-1].glob("*.safetensors"):
+        f.write_bytes(f.read_bytes()[:7])
+    before = sorted(p.name for p in straight.rglob("*"))
+    damaged = _run(
+        [sys.executable, SCRIPT, *_args(tiny_model, small_dataset, straight, *extra, "--resume",
+                                        "true")]
+    )  # fmt: skip
+    assert damaged.returncode == 2, damaged.stderr[-2000:]
+    last = damaged.stderr.strip().splitlines()[-1]
+    assert f"checkpoint {checkpoints[-1]} cannot be loaded" in last
+    assert f"to resume from {checkpoints[0]} (the previous checkpoint)" in last
+    assert sorted(p.name for p in straight.rglob("*")) == before
+
 
 @pytest.mark.parametrize(
     ("extra", "message"),
@@ -341,3 +358,15 @@ def test_shipped_training_configs_parse_and_validate(name):
     assert {k: getattr(cfg, k) for k in loaded} == {
         k: (float(v) if isinstance(getattr(cfg, k), float) else v) for k, v in loaded.items()
     }
+
+
+def test_accelerate_launch_quiet_leaves_our_error_last(tiny_model, small_dataset, tmp_path):
+    """accelerate launch re-raises a failed worker as CalledProcessError unless given -q;
+    with -q the last line a user sees is ours (accelerate's exit code is 1 either way)."""
+    cmd = ["accelerate", "launch", "-q", "--cpu", "--num_processes", "1", SCRIPT]
+    cmd = [str(Path(sys.executable).parent / cmd[0]), *cmd[1:]]
+    proc = _run([*cmd, *_args(tiny_model, small_dataset, tmp_path / "x", "--temperature", "nan")])
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == "error: `temperature` is nan; it must be a finite number", proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr

@@ -237,8 +237,22 @@ def train(argv: list[str] | None = None) -> int:
     log_path = output_dir / "train_log.jsonl"
     if cfg.resume and checkpoint_dirs(output_dir):
         latest = checkpoint_dirs(output_dir)[-1]
-        accelerator.load_state(str(latest))
-        state = json.loads((latest / "trainer_state.json").read_text())
+        try:
+            accelerator.load_state(str(latest))
+            state = json.loads((latest / "trainer_state.json").read_text())
+        except Exception as exc:  # a truncated or edited checkpoint: name it, offer the rest
+            earlier = checkpoint_dirs(output_dir)[:-1]
+            offer = (
+                f"move it away to resume from {earlier[-1]} (the previous checkpoint)"
+                if earlier
+                else "no earlier checkpoint is kept: --resume false starts over"
+            )
+            print(
+                f"error: checkpoint {latest} cannot be loaded ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); {offer}. Nothing was changed.",
+                file=sys.stderr,
+            )
+            return 2
         log(f"resumed from {latest} (step {state['step']})")
         if accelerator.is_main_process and log_path.exists():  # drop steps after the checkpoint
             lines = [
