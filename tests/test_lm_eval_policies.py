@@ -238,3 +238,28 @@ def test_oracle_with_demonstrations_scores_as_without(small_dataset):
     sample = two["samples"]["interrupt_bench"][0]
     turn = next(t for t in json.loads(sample["resps"][0][0])["sessions"][0]["turns"] if t["prompt"])
     assert turn["prompt"].count("No more questions will come.") == 2
+
+
+def test_out_of_interval_budget_is_named_before_any_model_call(tmp_path):
+    """A row edited to a budget its config never draws used to reach the model and end
+    as SessionReplayError blaming it; now the task pack names the row first."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dataset_builder import build_dataset
+    from interrupt_bench.config import get_config
+
+    dataset = tmp_path / "ds"
+    build_dataset(dataset, [get_config("default")], splits=["test"], sizes={"test": 3},
+                  progress=False)  # fmt: skip
+    shard = next((dataset / "default").glob("test-*.parquet"))
+    table = pq.read_table(shard)
+    budgets = table.column("budgets").to_pylist()
+    budgets[1][0] = 2147483647
+    table = table.set_column(table.schema.get_field_index("budgets"), table.schema.field(
+        "budgets"), pa.array(budgets, type=table.schema.field("budgets").type))  # fmt: skip
+    pq.write_table(table, shard)
+    lm = PolicyLM(load_episodes(dataset, "default", "test", limit=1), "oracle")
+    with pytest.raises(DatasetError, match=r"default-test-00001.*budget above 8192"):
+        _evaluate(lm, dataset, ["interrupt_bench"])
+    assert lm.calls == []
