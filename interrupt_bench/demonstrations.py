@@ -38,15 +38,18 @@ def shows_resumption(transcript: Transcript) -> bool:
 
 
 def pick(train: Sequence[Episode], k: int, seed: int = FEWSHOT_SEED) -> list[Transcript]:
-    """``k`` oracle transcripts of train episodes that show a resumption, in a fixed order.
+    """``k`` oracle transcripts of train episodes in a fixed order: those that show a cut
+    answer and its resumption first. In a config whose budgets never cut the oracle's
+    short answers (budgets 50–200), none can, and the demonstrations show the format only.
 
     Raises DatasetError (before any model call) when the train split cannot supply ``k``."""
     if k <= 0:
         return []
+    asked = f"num_fewshot {k} (--num_fewshot, or the task's default)"
     if not train:
         raise DatasetError(
-            f"--num_fewshot {k} needs the config's train split, which is missing or empty; "
-            "build it (`python -m dataset_builder build --split train ...`) or use 0 shots"
+            f"{asked} needs the config's train split, which is missing or empty; build it "
+            "(`python -m dataset_builder build --split train ...`) or pass --num_fewshot 0"
         )
     if k > len(train):
         raise DatasetError(
@@ -55,16 +58,15 @@ def pick(train: Sequence[Episode], k: int, seed: int = FEWSHOT_SEED) -> list[Tra
         )
     order = list(train)
     random.Random(seed).shuffle(order)
-    chosen: list[Transcript] = []
-    for start in range(0, len(order), 64):  # replay in chunks until k qualify
-        batch = replay(order[start : start + 64], policy_responder("oracle"), system=False)
-        chosen += [t for t in batch if shows_resumption(t)]
-        if len(chosen) >= k:
-            return chosen[:k]
-    raise DatasetError(
-        f"only {len(chosen)} of {len(train)} train episodes show a cut answer and its "
-        f"resumption; --num_fewshot {k} needs {k}. Use fewer shots or a larger train split"
-    )
+    showing: list[Transcript] = []
+    others: list[Transcript] = []
+    for start in range(0, len(order), 64):  # replay in chunks until k show a resumption
+        for transcript in replay(order[start : start + 64], policy_responder("oracle"),
+                                 system=False):  # fmt: skip
+            (showing if shows_resumption(transcript) else others).append(transcript)
+        if len(showing) >= k:
+            break
+    return (showing + others)[:k]
 
 
 def as_sessions(transcripts: Sequence[Transcript]) -> list[list[dict[str, str]]]:

@@ -194,6 +194,16 @@ def test_use_cache_reuses_every_turn(small_dataset, tmp_path):
     assert first == again
 
 
+def test_default_shot_and_configs_whose_budgets_never_cut(small_dataset):
+    """The task's default is one demonstration; in tasks10_budget50to200 no oracle answer
+    is ever cut, so its demonstration shows the format only (and still runs)."""
+    episodes = load_episodes(small_dataset, "tasks10_budget50to200", "test", limit=LIMIT)
+    task = "interrupt_bench_tasks10_budget50to200"
+    result = _evaluate(PolicyLM(episodes, "oracle"), small_dataset, [task])
+    assert result["n-shot"][task] == 1
+    assert result["results"][task]["accuracy,strict"] == 1.0
+
+
 def test_sweep_group_runs_every_grid_config(tmp_path):
     from dataset_builder import build_dataset
     from interrupt_bench.config import CONFIGS
@@ -203,7 +213,9 @@ def test_sweep_group_runs_every_grid_config(tmp_path):
         dataset, list(CONFIGS.values()), splits=["test"], sizes={"test": 3}, progress=False
     )
     episodes = [e for name in CONFIGS for e in load_episodes(dataset, name, "test")]
-    result = _evaluate(PolicyLM(episodes, "oracle"), dataset, ["interrupt_bench_sweep"])
+    result = _evaluate(
+        PolicyLM(episodes, "oracle"), dataset, ["interrupt_bench_sweep"], num_fewshot=0
+    )  # a test-only dataset: no train split to draw demonstrations from
     grid = [name for name in CONFIGS if name != "default"]
     assert {f"interrupt_bench_{name}" for name in grid} <= set(result["results"])
     assert all(result["results"][f"interrupt_bench_{n}"]["accuracy,strict"] == 1.0 for n in grid)
@@ -227,7 +239,8 @@ def test_oracle_with_demonstrations_scores_as_without(small_dataset):
     """Demonstrations change the prompt, never the scoring: the oracle, which ignores
     the prompt, scores the same with 0 and 2 shots, and its prompts hold the shots."""
     episodes = load_episodes(small_dataset, "default", "test", limit=LIMIT)
-    zero = _evaluate(PolicyLM(episodes, "oracle"), small_dataset, ["interrupt_bench"])
+    zero = _evaluate(PolicyLM(episodes, "oracle"), small_dataset, ["interrupt_bench"],
+                     num_fewshot=0)  # fmt: skip
     two = _evaluate(PolicyLM(episodes, "oracle"), small_dataset, ["interrupt_bench"],
                     num_fewshot=2)  # fmt: skip
     assert two["n-shot"]["interrupt_bench"] == 2
