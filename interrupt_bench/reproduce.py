@@ -175,16 +175,27 @@ def _figure(path: Path, title: str, panels: list[tuple[str, list[str], dict]]) -
     return path
 
 
-def table1(spec: ModelSpec, dataset: Path, out: Path, limit: int | None, batch_size: str) -> Path:
+def table1(
+    spec: ModelSpec, dataset: Path, out: Path, limit: int | None, batch_size: str,
+    resume: bool = False,
+) -> Path:  # fmt: skip
     tasks = {
         (n, lo, hi): f"interrupt_bench_{grid_config_name(n, lo, hi)}"
         for n in GRID_TASKS
         for lo, hi in GRID_INTERVALS
     }
-    results = evaluate(
-        spec, list(tasks.values()), dataset, limit, batch_size, out / "table1_samples.jsonl"
-    )
-    (out / "table1.json").write_text(json.dumps(results, indent=2, default=str))
+    results = {}
+    saved = out / "table1.json"
+    if resume and saved.exists():  # configs an interrupted run finished, same model and limit
+        results = {t: r for t, r in json.loads(saved.read_text()).items()
+                   if r.get("model") == spec.label and r.get("sample_len") == limit}  # fmt: skip
+    for task in tasks.values():  # one config at a time: a long run keeps what it finished
+        if task in results:
+            continue
+        samples = out / f"table1_samples_{task}.jsonl"
+        results[task] = {**evaluate(spec, [task], dataset, limit, batch_size, samples)[task],
+                         "model": spec.label}  # fmt: skip
+        saved.write_text(json.dumps(results, indent=2, default=str))
     shots = results[tasks[(5, 0, 100)]].get("n-shot")
     lines = [
         f"Table 1: {spec.label} over the config grid ({limit or 'all'} test episodes per "
@@ -284,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", default="64")
     parser.add_argument("--out", default="build/reproduce")
     parser.add_argument(
-        "--resume", action="store_true", help="table2/fewshot: keep rows an earlier run finished"
+        "--resume", action="store_true", help="keep the rows or configs an earlier run finished"
     )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -306,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.what} needs --model")
     dataset = _ensure_dataset(Path(args.dataset_path))
     if args.what == "table1":
-        table1(parse_model(args.model[0]), dataset, out, args.limit, args.batch_size)
+        table1(parse_model(args.model[0]), dataset, out, args.limit, args.batch_size, args.resume)
     elif args.what == "fewshot":
         fewshot_grid(args.model[0], dataset, out, args.limit, args.batch_size, args.resume)
     else:
