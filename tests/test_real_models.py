@@ -22,6 +22,18 @@ def need(name: str):
     return models.model_path(name)
 
 
+def lm_eval_bf16(path, dataset, out, limit: int, *extra: str):
+    """The real ``lm_eval`` CLI on a cached real model, bf16 on the CPU."""
+    proc = run_lm_eval(
+        "--model", "hf", "--model_args", f"pretrained={path},dtype=bfloat16", "--device", "cpu",
+        "--tasks", "interrupt_bench", "--metadata", json.dumps({"dataset_path": str(dataset)}),
+        "--limit", str(limit), "--batch_size", str(limit), "--output_path", str(out), *extra,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    print(proc.stdout[-2500:])
+    return json.loads(next(out.rglob("results_*.json")).read_text())
+
+
 def test_smollm2_is_a_plain_instruct_model_that_answers():
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -40,20 +52,7 @@ def test_smollm2_is_a_plain_instruct_model_that_answers():
 
 def test_smollm2_through_lm_eval_with_the_default_shots(small_dataset, tmp_path):
     path = need("smollm2-135m-instruct")
-    out = tmp_path / "out"
-    proc = run_lm_eval(
-        "--model", "hf",
-        "--model_args", f"pretrained={path},dtype=bfloat16",
-        "--device", "cpu",
-        "--tasks", "interrupt_bench",
-        "--metadata", json.dumps({"dataset_path": str(small_dataset)}),
-        "--apply_chat_template",
-        "--limit", "8", "--batch_size", "8",
-        "--output_path", str(out),
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    print(proc.stdout[-2500:])
-    report = json.loads(next(out.rglob("results_*.json")).read_text())
+    report = lm_eval_bf16(path, small_dataset, tmp_path / "out", 8, "--apply_chat_template")
     result = report["results"]["interrupt_bench"]
     assert report["n-shot"]["interrupt_bench"] >= 1  # the task's default demonstrations
     assert result["answer_rate,strict"] > 0.3  # shown the format, it writes closed answers
@@ -63,16 +62,6 @@ def test_smollm2_through_lm_eval_with_the_default_shots(small_dataset, tmp_path)
 def test_gemma_in_plain_mode(small_dataset, tmp_path):
     path = need("gemma-3-270m")
     assert not (path / "chat_template.jinja").exists()
-    proc = run_lm_eval(
-        "--model", "hf",
-        "--model_args", f"pretrained={path},dtype=bfloat16",
-        "--device", "cpu",
-        "--tasks", "interrupt_bench",
-        "--metadata", json.dumps({"dataset_path": str(small_dataset)}),
-        "--limit", "4", "--batch_size", "4",
-        "--output_path", str(tmp_path / "out"),
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    print(proc.stdout[-2500:])
-    result = json.loads(next((tmp_path / "out").rglob("results_*.json")).read_text())
+    result = lm_eval_bf16(path, small_dataset, tmp_path / "out", 4)
+    assert result["n-shot"]["interrupt_bench"] >= 1  # plain mode: demonstrations as text
     assert 0.0 <= result["results"]["interrupt_bench"]["format_rate,strict"] <= 1.0
