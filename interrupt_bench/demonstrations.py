@@ -23,18 +23,22 @@ from interrupt_bench.episodes import Episode
 from interrupt_bench.errors import DatasetError
 from interrupt_bench.policies import policy_responder
 from interrupt_bench.session import Transcript, replay
+from interrupt_bench.tags import parse_turn
 
 PLACEMENTS = ("turns", "system")
 FEWSHOT_SEED = 1234
 
 
 def shows_resumption(transcript: Transcript) -> bool:
-    """Whether a transcript holds a visibly cut answer (some text, no ``</answer>``) that
-    a later turn finishes; a task whose turn had budget 0 does not count."""
-    return any(
-        v.answered_later and not v.answered_in_own_turn and transcript.outputs[v.task_id - 1]
-        for v in transcript.score().verdicts
-    )
+    """Whether a transcript holds a visibly cut answer that a later turn finishes: the cut
+    turn shows the whole opening tag and some of the answer (``<answer task=3>dress``).
+    A turn cut to nothing, or inside the tag (``<answer``), teaches a model to stop there."""
+    for v in transcript.score().verdicts:
+        if v.answered_later and not v.answered_in_own_turn:
+            spans = parse_turn(transcript.outputs[v.task_id - 1], cut=True).spans
+            if any(s.task_id == v.task_id and s.content.strip() for s in spans):
+                return True
+    return False
 
 
 def pick(train: Sequence[Episode], k: int, seed: int = FEWSHOT_SEED) -> list[Transcript]:

