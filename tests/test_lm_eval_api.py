@@ -76,8 +76,9 @@ def test_local_chat_completions_end_to_end(server, tiny_model, small_dataset, tm
     out = tmp_path / "out"
     result = run_lm_eval(*_api_args(tiny_model, port, small_dataset, out, 3))
     assert result.returncode == 0, result.stderr[-3000:]
-    samples = [json.loads(x) for x in next(out.rglob("samples_*.jsonl")).read_text().splitlines()]
-    assert len(samples) == 3
+    logged = [json.loads(x) for x in next(out.rglob("samples_*.jsonl")).read_text().splitlines()]
+    samples = [s for s in logged if s["filter"] == "strict"]  # logged once per filter
+    assert len(samples) == 3 and len(logged) == 6
     sent = sum(b > 0 for s in samples for b in s["doc"]["budgets"] + [s["doc"]["closing_budget"]])
     assert log.read_text().count("POST /v1/chat/completions") == sent
     turn = json.loads(samples[0]["resps"][0][0])["sessions"][0]["turns"][0]

@@ -29,9 +29,14 @@ def _run(nproc: int, dataset, out) -> dict:
 
 def test_two_ranks_match_one(tmp_path):
     dataset = tmp_path / "ds"
-    # 11 episodes: rank 0 gets 6, rank 1 gets 5 and one padding request.
+    # 11 episodes: rank 0 gets 6, rank 1 gets 5 and one padding request. The train split
+    # supplies the task's default demonstration.
     build_dataset(
-        dataset, [get_config("default")], splits=["test"], sizes={"test": 11}, progress=False
+        dataset,
+        [get_config("default")],
+        splits=["train", "test"],
+        sizes={"train": 20, "test": 11},
+        progress=False,
     )
     one = _run(1, dataset, tmp_path / "one.json")
     two = _run(2, dataset, tmp_path / "two.json")

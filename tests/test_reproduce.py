@@ -78,7 +78,7 @@ def test_model_rows_name_the_adapter_and_keep_model_args(tmp_path):
     (tmp_path / "small").mkdir()
     spec = parse_model(str(tmp_path / "small"))
     assert spec.model_args == f"pretrained={tmp_path / 'small'},dtype={best_dtype()}"
-    assert spec.label == "small" and spec.num_fewshot is None and not spec.chat
+    assert spec.label == "small, plain" and spec.num_fewshot is None and not spec.chat
     spec = parse_model(f"pretrained={tmp_path / 'small'},peft=/o/rl,num_fewshot=2,chat=true")
     assert spec.model_args == f"pretrained={tmp_path / 'small'},peft=/o/rl,dtype={best_dtype()}"
     assert spec.label == "rl + LoRA, 2-shot" and spec.chat and spec.num_fewshot == 2
