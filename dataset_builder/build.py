@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from interrupt_bench.config import SPLITS, EpisodeConfig
 from interrupt_bench.dataset import episode_features
 from interrupt_bench.episodes import DEFAULT_SEED, GENERATOR_VERSION, generate_split
 from interrupt_bench.errors import InterruptBenchError
+from interrupt_bench.staging import staging_dir
 
 BUILD_INFO = "build_info.json"
 DEFAULT_SHARD_ROWS = 10_000
@@ -65,32 +65,6 @@ def _write_split(rows: list[dict], directory: Path, split: str, shard_rows: int)
     return paths
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _clean_leftovers(out: Path) -> None:
-    """Remove what killed builds of ``out`` left beside it (their process is gone)."""
-    for pattern in (f".{out.name}.partial-*", f".{out.name}.old-*"):
-        for leftover in out.parent.glob(pattern):
-            pid = leftover.name.rsplit(".", 1)[-1].split("-")[1]
-            if not pid.isdigit() or not _pid_alive(int(pid)):
-                shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _usual_mode(path: Path) -> None:
-    """mkdtemp makes 0o700 directories; a dataset is for others to read too."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o777 & ~umask)
-
-
 def _prepare_target(out: Path) -> Path:
     """Check ``out`` can be replaced and return a fresh temporary sibling directory."""
     if out.exists() and not out.is_dir():
@@ -102,10 +76,7 @@ def _prepare_target(out: Path) -> Path:
         )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        _clean_leftovers(out)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
-        _usual_mode(tmp)
-        return tmp
+        return staging_dir(out, kinds=("partial", "old"))
     except OSError as exc:
         raise BuildError(
             f"cannot write the dataset next to {out} ({exc.strerror or exc}); choose an "
