@@ -19,6 +19,7 @@ import random
 from collections.abc import Sequence
 
 from interrupt_bench import prompts
+from interrupt_bench.dataset import load_episodes
 from interrupt_bench.episodes import Episode
 from interrupt_bench.errors import DatasetError
 from interrupt_bench.policies import policy_responder
@@ -49,12 +50,8 @@ def pick(train: Sequence[Episode], k: int, seed: int = FEWSHOT_SEED) -> list[Tra
     Raises DatasetError (before any model call) when the train split cannot supply ``k``."""
     if k <= 0:
         return []
-    asked = f"num_fewshot {k} (--num_fewshot, or the task's default)"
     if not train:
-        raise DatasetError(
-            f"{asked} needs the config's train split, which is missing or empty; build it "
-            "(`python -m dataset_builder build --split train ...`) or pass --num_fewshot 0"
-        )
+        raise _no_train_split(k, "missing or empty")
     if k > len(train):
         raise DatasetError(
             f"--num_fewshot {k} is larger than the train split ({len(train)} episodes); "
@@ -71,6 +68,28 @@ def pick(train: Sequence[Episode], k: int, seed: int = FEWSHOT_SEED) -> list[Tra
         if len(showing) >= k:
             break
     return (showing + others)[:k]
+
+
+def _no_train_split(k: int, why: str) -> DatasetError:
+    return DatasetError(
+        f"num_fewshot {k} (--num_fewshot, or the task's default) needs the config's train "
+        f"split, which is {why}; build it (`python -m dataset_builder build --split train "
+        "...`) or pass --num_fewshot 0"
+    )
+
+
+def from_dataset(
+    path: str, config: str, k: int, split: str = "train", seed: int = FEWSHOT_SEED
+) -> list[Transcript]:
+    """``k`` demonstrations from a dataset's ``split`` of ``config`` (see :func:`pick`); a
+    split that cannot be loaded is reported with the reason, before any model call."""
+    if k <= 0:
+        return []
+    try:
+        train = load_episodes(path, config, split)
+    except DatasetError as exc:
+        raise _no_train_split(k, f"missing or cannot be loaded ({exc})") from None
+    return pick(train, k, seed)
 
 
 def as_sessions(transcripts: Sequence[Transcript]) -> list[list[dict[str, str]]]:

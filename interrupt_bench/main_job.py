@@ -55,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from interrupt_bench.config import CONFIGS
     from interrupt_bench.figures import plot_by_budget_and_family
     from interrupt_bench.hardware import best_dtype, device
-    from interrupt_bench.models import ModelError, model_path
-    from interrupt_bench.reproduce import has_chat_template
+    from interrupt_bench.models import ModelError, has_chat_template, model_path
 
     out = Path(args.out)
     data = out / "interrupt_bench"

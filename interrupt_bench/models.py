@@ -25,15 +25,16 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from interrupt_bench.errors import InterruptBenchError
+from interrupt_bench.staging import staging_dir, umask_modes
 
 CONVERT_VERSION = "1"  # bump when the conversion changes what it writes
+INFO_FILE = "interrupt_bench_model.json"  # written last: a directory holding it is complete
 
 
 class ModelError(InterruptBenchError):
@@ -132,12 +133,10 @@ def cached_path(name: str, root: Path | None = None) -> Path:
 def is_cached(name: str, root: Path | None = None) -> bool:
     spec = get_model(name)
     if isinstance(spec, ReferenceModel):
-        from interrupt_bench.reference_models import BUILD_VERSION
+        from interrupt_bench.reference_models import cached_model_path
 
-        return (
-            (root or cache_dir()) / f"{spec.size}-seed0-v{BUILD_VERSION}" / "reference_model.json"
-        ).exists()
-    return (cached_path(name, root) / "interrupt_bench_model.json").exists()
+        return (cached_model_path(spec.size, cache_dir=root) / "reference_model.json").exists()
+    return (cached_path(name, root) / INFO_FILE).exists()
 
 
 def model_path(name_or_dir: str, root: Path | None = None, progress: bool = True) -> Path:
@@ -150,9 +149,18 @@ def model_path(name_or_dir: str, root: Path | None = None, progress: bool = True
 
         return reference_model(spec.size, cache_dir=root)
     path = cached_path(spec.name, root)
-    if not (path / "interrupt_bench_model.json").exists():
+    if not (path / INFO_FILE).exists():
         fetch(spec, root, progress=progress)
     return path
+
+
+def has_chat_template(path: str | os.PathLike) -> bool:
+    """Whether a model directory carries a chat template (else it runs in plain mode)."""
+    directory = Path(path)
+    if (directory / "chat_template.jinja").exists():
+        return True
+    config = directory / "tokenizer_config.json"
+    return config.exists() and "chat_template" in json.loads(config.read_text())
 
 
 def _say(progress: bool, message: str) -> None:
@@ -251,25 +259,10 @@ def convert_gguf(gguf: Path, out: Path, spec: GGUFModel | None = None) -> Path:
     return out
 
 
-def _umask_modes(directory: Path) -> None:
-    """The usual umask-derived modes (temporary directories and some writers use 0o600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(directory, 0o777 & ~umask)
-    for path in directory.iterdir():
-        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
-
-
 def model_card(spec: GGUFModel, info: dict) -> str:
     from dataset_builder.card import card_environment
 
     return card_environment().get_template("real_model_card.md.j2").render(spec=spec, info=info)
-
-
-def _clean_partials(root: Path, name: str) -> None:
-    """Remove what killed fetches of ``name`` left behind."""
-    for leftover in root.glob(f".{name}-v*.partial-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def fetch(
@@ -286,12 +279,11 @@ def fetch(
             return model_path(spec.name, root)
     root = root or cache_dir()
     final = cached_path(spec.name, root)
-    if (final / "interrupt_bench_model.json").exists() and not force:
+    if (final / INFO_FILE).exists() and not force:
         return final
     root.mkdir(parents=True, exist_ok=True)
-    _clean_partials(root, spec.name)
     start = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=root))
+    work = staging_dir(final)
     try:
         downloads = work / "wheels"
         downloads.mkdir()
@@ -320,8 +312,8 @@ def fetch(
             "seconds": round(time.perf_counter() - start, 1),
         }
         (model_dir / "README.md").write_text(model_card(spec, info))
-        (model_dir / "interrupt_bench_model.json").write_text(json.dumps(info, indent=2) + "\n")
-        _umask_modes(model_dir)
+        (model_dir / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        umask_modes(model_dir, children=True)
         if final.exists():  # --force: the old copy goes only once the new one is complete
             shutil.rmtree(final)
         os.replace(model_dir, final)

@@ -315,6 +315,13 @@ def push_reference_model(size_name: str, repo_id: str, seed: int = 0, private: b
     return push_to_hub(path, repo_id, private, repo_type="model", again=again)
 
 
+def cached_model_path(
+    size_name: str, seed: int = 0, cache_dir: str | os.PathLike | None = None
+) -> Path:
+    """Where the cache keeps a reference model (whether or not it is built yet)."""
+    return Path(cache_dir or default_cache_dir()) / f"{size_name}-seed{seed}-v{BUILD_VERSION}"
+
+
 def reference_model(
     size_name: str = "small", seed: int = 0, cache_dir: str | os.PathLike | None = None
 ) -> Path:
@@ -323,7 +330,7 @@ def reference_model(
     A cached model is reused only if it was built by the recipe in ``SIZES`` now: a
     size whose numbers changed under the same build version would otherwise be scored
     silently with the old weights. A stale one is kept beside it as ``<name>.stale``."""
-    path = Path(cache_dir or default_cache_dir()) / f"{size_name}-seed{seed}-v{BUILD_VERSION}"
+    path = cached_model_path(size_name, seed, cache_dir)
     stale = stale_recipe(path, size_name, seed)
     if stale:
         print(

@@ -48,14 +48,6 @@ class ModelSpec:
         return f"{self.name}{shots}{mode}{where}"
 
 
-def has_chat_template(path: str) -> bool:
-    directory = Path(path)
-    if (directory / "chat_template.jinja").exists():
-        return True
-    config = directory / "tokenizer_config.json"
-    return config.exists() and "chat_template" in json.loads(config.read_text())
-
-
 def parse_model(text: str) -> ModelSpec:
     """``--model`` is a model name (``python -m interrupt_bench.models list``), directory
     or Hub id, optionally followed by lm-eval model args and our own keys, for example
@@ -63,7 +55,7 @@ def parse_model(text: str) -> ModelSpec:
     ``pretrained=DIR,peft=ADAPTER``. ``dtype`` defaults to bfloat16 where the hardware
     has it, float32 otherwise."""
     from interrupt_bench.hardware import best_dtype
-    from interrupt_bench.models import MODELS, model_path
+    from interrupt_bench.models import MODELS, has_chat_template, model_path
 
     parts = text.split(",")
     if "=" not in parts[0]:

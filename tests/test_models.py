@@ -74,7 +74,7 @@ def test_fetch_reassembles_verifies_and_caches(wheels, tmp_path):
     folder, spec = wheels
     path = models.fetch(spec, root=tmp_path, wheels_dir=folder, progress=False)
     assert path == models.cached_path(spec.name, tmp_path)
-    info = json.loads((path / "interrupt_bench_model.json").read_text())
+    info = json.loads((path / models.INFO_FILE).read_text())
     assert info["gguf_sha256"] == spec.sha256 and info["quantization"] == "F32"
     card = (path / "README.md").read_text()
     assert "dequantized from F32" in card and "Apache-2.0" in card and "tiny-part1==1.0" in card

@@ -16,7 +16,6 @@ from interrupt_bench import demonstrations
 from interrupt_bench.controls import GENEROUS_CAP
 from interrupt_bench.dataset import HUB_DATASET_ID, load_rows
 from interrupt_bench.episodes import Episode, check_budgets
-from interrupt_bench.errors import DatasetError
 from interrupt_bench.lm_eval_hook import REQUEST_TYPE, install, request_args
 from interrupt_bench.scoring import merge_scores, ratio_of_sums, score_episode
 
@@ -32,6 +31,8 @@ class InterruptBenchTask(ConfigurableTask):
         config = {k: v for k, v in (config or {}).items() if k != "class"}
         super().__init__(config=config, **kwargs)
         self.OUTPUT_TYPE = REQUEST_TYPE  # lm-eval pads ranks per this type
+        self._shots: tuple[int, list] | None = None  # (k, demonstrations), picked once
+        self._multiturn: bool | None = None  # lm-eval's --fewshot_as_multiturn, when given
 
     def _source(self) -> str:
         meta = self.config.metadata or {}
@@ -44,20 +45,13 @@ class InterruptBenchTask(ConfigurableTask):
         for row in rows:  # fail before any model call, naming the bad row
             check_budgets(Episode.from_row(row))
         self.dataset = datasets.DatasetDict({split: rows})
-        self._shots: tuple[int, list] | None = None
 
     def demonstrations(self, k: int) -> list:
         """The ``k`` oracle demonstration sessions from the config's train split (cached)."""
         if self._shots is None or self._shots[0] != k:
-            train = []
-            if k > 0:
-                split = self.config.fewshot_split or "train"
-                try:
-                    rows = load_rows(self._source(), self.config.dataset_name or "default", split)
-                except DatasetError:
-                    rows = []
-                train = [Episode.from_row(row) for row in rows]
-            self._shots = (k, demonstrations.pick(train, k))
+            config, split = self.config.dataset_name or "default", self.config.fewshot_split
+            shots = demonstrations.from_dataset(self._source(), config, k, split or "train")
+            self._shots = (k, shots)
         return self._shots[1]
 
     def fewshot_context(
@@ -75,7 +69,8 @@ class InterruptBenchTask(ConfigurableTask):
         ``--apply_chat_template`` turns on; inside the system prompt otherwise)."""
         chosen = (self.config.metadata or {}).get("fewshot_placement", "auto")
         if chosen == "auto":
-            return "turns" if getattr(self, "_multiturn", chat) or not chat else "system"
+            multiturn = chat if self._multiturn is None else self._multiturn
+            return "turns" if multiturn or not chat else "system"
         if chosen not in demonstrations.PLACEMENTS:
             raise ValueError(
                 f"metadata fewshot_placement must be auto or one of {demonstrations.PLACEMENTS},"
