@@ -22,8 +22,9 @@ from typing import Any
 
 from interrupt_bench import demonstrations, prompts
 from interrupt_bench.controls import GENEROUS_CAP, sessions_for
+from interrupt_bench.engine import Ask, Generated
 from interrupt_bench.episodes import Episode
-from interrupt_bench.session import Transcript, TurnRequest, TurnResult, replay
+from interrupt_bench.session import SessionRun, Transcript, TurnRequest, TurnResult, replay
 
 REQUEST_TYPE = "interrupt_session"
 STOP_SEQUENCES = ["<question"]
@@ -69,23 +70,21 @@ def truncate_tokens(lm: Any, text: str, budget: int) -> str:
 
 
 def shares_budgets(lm: Any, mode: str) -> bool:
-    """Whether one turn's requests go out with one shared ``max_gen_toks`` (the largest
-    budget) and are cut to their own budgets afterwards.
+    """Whether one turn's requests go out through ``generate_until`` with one shared
+    ``max_gen_toks`` (the largest budget) and are cut to their own budgets afterwards.
 
-    Backends batch only requests with identical generation kwargs, so per-request budgets
-    would split a turn into one batch per budget. With greedy or sampled decoding alike,
-    the first b tokens of a longer generation are what a generation capped at b tokens
-    produces, so cutting afterwards keeps each turn's budget exact. ``auto`` shares on
-    local backends that can cut (a tokenizer with ``decode``) and not on API models, where
-    every request is sent alone and extra tokens cost money."""
-    if mode in ("shared", "exact"):
-        return mode == "shared"
-    if mode != "auto":
-        raise ValueError(f"turn_batching must be 'auto', 'shared' or 'exact', got {mode!r}")
-    from lm_eval.models.api_models import TemplateAPI
+    Only ``shared`` does. ``generate_until`` returns text, so the cut re-encodes it, and
+    re-encoding decoded text does not always give back the generated ids (a decoded
+    ``'café \ufffd'`` re-encodes to more tokens than were generated): the kept text can
+    differ from a generation capped at the budget. ``auto`` therefore replays on the
+    session engine for local Hugging Face models (which cuts on the generated ids) and
+    with exact per-request budgets on every other backend."""
+    if mode not in TURN_BATCHING:
+        raise ValueError(f"turn_batching must be one of {TURN_BATCHING}, got {mode!r}")
+    return mode == "shared"
 
-    tokenizer = getattr(lm, "tokenizer", None)
-    return not isinstance(lm, TemplateAPI) and hasattr(tokenizer, "decode")
+
+TURN_BATCHING = ("auto", "exact", "shared")
 
 
 def render_prompt(lm: Any, messages: list[dict[str, str]], chat: bool) -> str:
@@ -100,6 +99,28 @@ def render_prompt(lm: Any, messages: list[dict[str, str]], chat: bool) -> str:
         merged[0]["content"] = f"{system}\n\n{merged[0]['content']}"
         rendered = lm.apply_chat_template(merged, add_generation_prompt=True)
     return rendered
+
+
+def turn_prompt(lm: Any, request: TurnRequest, settings: dict[str, Any]) -> str:
+    """The prompt of one turn as the model sees it: ``--system_instruction`` before the
+    system prompt, the demonstrations, then the session so far."""
+    messages = [dict(m) for m in request.messages]
+    instruction = settings.get("system_instruction")
+    if instruction and messages[0]["role"] == "system":
+        messages[0]["content"] = f"{instruction}\n\n{messages[0]['content']}"
+    messages = demonstrations.with_demonstrations(
+        messages, settings.get("fewshot") or [], settings.get("fewshot_placement", "turns")
+    )
+    return render_prompt(lm, messages, settings["chat"])
+
+
+def stop_strings(settings: dict[str, Any]) -> list[str]:
+    """What ends a turn besides EOS and the budget: the task's ``until`` (default: the
+    next question's opening tag), plus the next ``User:`` line in plain mode."""
+    until = list(settings.get("generation_kwargs", {}).get("until") or STOP_SEQUENCES)
+    if not settings["chat"] and PLAIN_STOP not in until:
+        until.append(PLAIN_STOP)
+    return until
 
 
 class SessionReplayError(RuntimeError):
@@ -123,16 +144,6 @@ class _Responder:
             return None
         return json.dumps(settings.get("generation_kwargs", {}), sort_keys=True)
 
-    def _messages(self, request: TurnRequest) -> list[dict[str, str]]:
-        messages = [dict(m) for m in request.messages]
-        settings = self.settings[request.session]
-        instruction = settings.get("system_instruction")
-        if instruction and messages[0]["role"] == "system":
-            messages[0]["content"] = f"{instruction}\n\n{messages[0]['content']}"
-        return demonstrations.with_demonstrations(
-            messages, settings.get("fewshot") or [], settings.get("fewshot_placement", "turns")
-        )
-
     def __call__(self, requests: list[TurnRequest]) -> list[TurnResult]:
         from lm_eval.api.instance import Instance
         from lm_eval.api.model import hash_args
@@ -145,17 +156,14 @@ class _Responder:
                 shared_max[key] = max(shared_max.get(key, 0), request.budget)
         for i, request in enumerate(requests):
             settings = self.settings[request.session]
-            prompt = render_prompt(self.lm, self._messages(request), settings["chat"])
+            prompt = turn_prompt(self.lm, request, settings)
             self.prompts[(request.session, request.turn)] = str(getattr(prompt, "prompt", prompt))
             gen_kwargs = {
-                "until": list(STOP_SEQUENCES),
                 "do_sample": False,
                 **settings.get("generation_kwargs", {}),
+                "until": stop_strings(settings),
                 "max_gen_toks": shared_max.get(self._group(request), request.budget),
             }
-            gen_kwargs["until"] = list(gen_kwargs["until"] or STOP_SEQUENCES)
-            if not settings["chat"] and PLAIN_STOP not in gen_kwargs["until"]:
-                gen_kwargs["until"].append(PLAIN_STOP)
             args = (prompt, gen_kwargs)
             key = hash_args("generate_until", args)
             if self.cache is not None and not gen_kwargs.get("do_sample") and key in self.cache:
@@ -205,6 +213,94 @@ class _Responder:
         return turn_results
 
 
+def engine_unsupported(lm: Any, settings: Sequence[dict[str, Any]]) -> str | None:
+    """Why these sessions cannot replay on the session engine (None: they can). The
+    engine serves lm-eval's ``hf`` causal models under ``turn_batching: auto``."""
+    modes = {s.get("turn_batching", "auto") for s in settings}
+    for mode in modes:
+        shares_budgets(lm, mode)  # validates
+    if modes != {"auto"}:
+        return f"turn_batching {sorted(modes)}"
+    from lm_eval.models.huggingface import HFLM
+
+    if not isinstance(lm, HFLM) or getattr(lm, "backend", "causal") != "causal":
+        return f"{type(lm).__name__} is not a local Hugging Face causal LM"
+    if getattr(lm, "think_end_token", None) is not None:
+        return "think_end_token is set"
+    return None
+
+
+class _EngineSession:
+    """One session on the engine: turns become token ids of the exact prompt a
+    ``generate_until`` call would get, results go back into the session's transcript."""
+
+    def __init__(self, lm: Any, run: SessionRun, settings: dict[str, Any], sent: dict):
+        self.lm, self.run, self.settings, self.sent = lm, run, settings, sent
+
+    def step(self, done: Generated | None) -> Ask | None:
+        if done is not None:
+            self.run.record(TurnResult(done.text, done.cut, done.n_tokens))
+        request = self.run.next_request()
+        if request is None:
+            return None
+        prompt = turn_prompt(self.lm, request, self.settings)
+        self.sent[(request.session, request.turn)] = prompt
+        return Ask(self.lm.tok_encode(prompt), request.budget, tuple(stop_strings(self.settings)))
+
+
+def eos_ids(lm: Any) -> set[int]:
+    """Every id that ends a turn, as ``model.generate`` in lm-eval's ``hf`` path stops on
+    them: the tokenizer's EOS and the generation config's (Gemma lists two)."""
+    ids = {int(lm.eot_token_id)}
+    config_eos = getattr(getattr(lm.model, "generation_config", None), "eos_token_id", None)
+    if config_eos is not None:
+        ids |= {int(i) for i in (config_eos if isinstance(config_eos, list) else [config_eos])}
+    return ids
+
+
+def replay_on_engine(
+    lm: Any, episodes: list[Episode], settings: list[dict[str, Any]]
+) -> tuple[list[Transcript], dict]:
+    """Replay on the session engine: one engine run per set of generation settings."""
+    import torch
+    from tqdm import tqdm
+
+    from interrupt_bench.engine import Sampling, SessionEngine
+
+    runs = [SessionRun(ep, i) for i, ep in enumerate(episodes)]
+    sent: dict = {}
+    groups: dict[str, list[int]] = {}
+    for i, st in enumerate(settings):
+        groups.setdefault(json.dumps(st.get("generation_kwargs", {}), sort_keys=True), []).append(i)
+    batch = lm.batch_size if isinstance(lm.batch_size, int) else 32
+    total = sum(sum(b > 0 for b in ep.turn_budgets()) for ep in episodes)
+    bar = tqdm(total=total, desc="interrupt_bench turns", disable=getattr(lm, "rank", 0) != 0)
+    for key, members in groups.items():
+        sampling = Sampling.from_generation_kwargs(json.loads(key), seed=torch.initial_seed())
+        engine = SessionEngine(
+            lm.model,
+            lambda ids: lm.tok_decode(ids),
+            eos_ids=sorted(eos_ids(lm)),
+            batch_size=batch,
+            sampling=sampling,
+            max_length=lm.max_length,
+            progress=bar.update,
+        )
+        drivers = [_EngineSession(lm, runs[i], settings[i], sent) for i in members]
+        try:
+            stats = engine.run(drivers)
+        except (ValueError, MemoryError, NotImplementedError) as exc:
+            raise SessionReplayError(f"session engine: {exc}") from None
+        log.info(
+            "interrupt_bench engine: %d sessions, %d tokens generated, %d prefilled, %d "
+            "reused from caches, %d forward passes, up to %d rows",
+            len(members), stats.generated_tokens, stats.prefilled_tokens,
+            stats.reused_tokens, stats.forward_passes, stats.max_rows,
+        )  # fmt: skip
+    bar.close()
+    return [run.transcript for run in runs], sent
+
+
 def _transcript_record(transcript: Transcript, prompts_sent: dict, session: int) -> dict:
     record = transcript.to_dict()
     for turn in record["turns"]:
@@ -237,15 +333,24 @@ def interrupt_session(self: Any, requests: list[Any]) -> list[str]:
             episodes.append(session)
             settings.append(req_settings)
             owner.append(id(req))
-    responder = _Responder(self, settings)
     n_turns = max((e.n_turns for e in episodes), default=0)
-    log.info("interrupt_bench: replaying %d sessions over %d turns", len(episodes), n_turns)
+    why_not = engine_unsupported(self, settings)
+    if why_not is None:
+        log.info("interrupt_bench: %d sessions on the session engine", len(episodes))
+        transcripts, sent = replay_on_engine(self, episodes, settings)
+    else:
+        log.info(
+            "interrupt_bench: replaying %d sessions over %d turns through generate_until (%s)",
+            len(episodes), n_turns, why_not,
+        )  # fmt: skip
+        responder = _Responder(self, settings)
 
-    def on_turn(turn: int, total: int) -> None:
-        log.info("interrupt_bench: turn %d/%d done", turn, total)
+        def on_turn(turn: int, total: int) -> None:
+            log.info("interrupt_bench: turn %d/%d done", turn, total)
 
-    transcripts = replay(episodes, responder, on_turn=on_turn)
+        transcripts = replay(episodes, responder, on_turn=on_turn)
+        sent = responder.prompts
     by_request: dict[int, list[dict]] = {rid: [] for rid in unique}
     for i, (rid, transcript) in enumerate(zip(owner, transcripts)):
-        by_request[rid].append(_transcript_record(transcript, responder.prompts, i))
+        by_request[rid].append(_transcript_record(transcript, sent, i))
     return [json.dumps({"sessions": by_request[id(req)]}, ensure_ascii=False) for req in requests]

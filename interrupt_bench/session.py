@@ -1,10 +1,12 @@
 """The session replay loop shared by the lm-eval hook, the training rollouts and the
 reference policies.
 
-Replay is turn-synchronous: at turn t every episode still running sends its request,
-and a *responder* answers the whole batch at once (one ``generate_until`` call, one
-``model.generate`` call, or a scripted policy). Budget-0 turns never reach the
-responder: the model gets no tokens, its message is empty and the next question follows."""
+:class:`SessionRun` is one episode in progress. :func:`replay` drives many
+turn-synchronously: at turn t every episode still running sends its request, and a
+*responder* answers the whole batch at once (one ``generate_until`` call or a scripted
+policy); the session engine (``interrupt_bench.engine``) drives them continuously
+instead. Budget-0 turns never reach a model: its message is empty and the next question
+follows."""
 
 from __future__ import annotations
 
@@ -102,6 +104,55 @@ def conversation(
     return messages
 
 
+class SessionRun:
+    """One episode being replayed, one turn at a time: :meth:`request` is the turn that
+    needs the model now, :meth:`record` takes its answer. Turn-synchronous :func:`replay`
+    and the continuously batched engine (``interrupt_bench.engine``) both drive it."""
+
+    def __init__(self, episode: Episode, session: int = 0, system: bool = True):
+        self.transcript = Transcript(episode)
+        self.session, self.system = session, system
+        self.budgets = episode.turn_budgets()
+
+    @property
+    def turn(self) -> int:
+        return len(self.transcript.outputs)
+
+    @property
+    def done(self) -> bool:
+        return self.turn >= self.transcript.episode.n_turns
+
+    def request(self) -> TurnRequest:
+        tr = self.transcript
+        return TurnRequest(
+            episode=tr.episode,
+            turn=self.turn,
+            messages=conversation(tr.episode, tr.outputs, system=self.system),
+            budget=self.budgets[self.turn],
+            previous_outputs=tuple(tr.outputs),
+            session=self.session,
+        )
+
+    def record(self, result: TurnResult) -> None:
+        self.transcript.outputs.append(result.text)
+        self.transcript.cut.append(result.cut)
+        self.transcript.n_tokens.append(result.n_tokens)
+
+    def skip_silent(self) -> None:
+        """Budget-0 turns never reach a model: the message is empty and the next question
+        follows."""
+        while not self.done and self.budgets[self.turn] == 0:
+            self.record(SILENT)
+
+    def next_request(self) -> TurnRequest | None:
+        """The next turn that needs the model (after any budget-0 turns), or None."""
+        self.skip_silent()
+        return None if self.done else self.request()
+
+
+SILENT = TurnResult("", cut=True, n_tokens=0)
+
+
 def replay(
     episodes: Sequence[Episode],
     responder: Responder,
@@ -110,35 +161,21 @@ def replay(
     on_turn: Callable[[int, int], None] | None = None,
 ) -> list[Transcript]:
     """Replay every episode against ``responder``, one batched call per turn index."""
-    transcripts = [Transcript(ep) for ep in episodes]
-    position = {id(tr): i for i, tr in enumerate(transcripts)}
+    runs = [SessionRun(ep, i, system) for i, ep in enumerate(episodes)]
     max_turns = max((ep.n_turns for ep in episodes), default=0)
     for t in range(max_turns):
-        live = [tr for tr in transcripts if t < tr.episode.n_turns]
-        asks = [tr for tr in live if tr.episode.turn_budgets()[t] > 0]
-        requests = [
-            TurnRequest(
-                episode=tr.episode,
-                turn=t,
-                messages=conversation(tr.episode, tr.outputs, system=system),
-                budget=tr.episode.turn_budgets()[t],
-                previous_outputs=tuple(tr.outputs),
-                session=position[id(tr)],
-            )
-            for tr in asks
-        ]
+        live = [run for run in runs if not run.done]
+        asks = [run for run in live if run.budgets[t] > 0]
+        requests = [run.request() for run in asks]
         results = responder(requests) if requests else []
         if len(results) != len(requests):
             raise RuntimeError(
                 f"responder returned {len(results)} results for {len(requests)} requests "
                 f"at turn {t + 1}"
             )
-        answered = {id(tr): res for tr, res in zip(asks, results)}
-        for tr in live:
-            res = answered.get(id(tr), TurnResult("", cut=True, n_tokens=0))
-            tr.outputs.append(res.text)
-            tr.cut.append(res.cut)
-            tr.n_tokens.append(res.n_tokens)
+        answered = {id(run): res for run, res in zip(asks, results)}
+        for run in live:
+            run.record(answered.get(id(run), SILENT))
         if on_turn is not None:
             on_turn(t + 1, max_turns)
-    return transcripts
+    return [run.transcript for run in runs]
