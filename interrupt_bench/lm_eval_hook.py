@@ -258,6 +258,9 @@ def eos_ids(lm: Any) -> set[int]:
     return ids
 
 
+last_engine_stats: list = []  # the latest run's EngineStats (benchmarks read them)
+
+
 def replay_on_engine(
     lm: Any, episodes: list[Episode], settings: list[dict[str, Any]]
 ) -> tuple[list[Transcript], dict]:
@@ -293,11 +296,14 @@ def replay_on_engine(
             raise SessionReplayError(f"session engine: {exc}") from None
         log.info(
             "interrupt_bench engine: %d sessions, %d tokens generated, %d prefilled, %d "
-            "reused from caches, %d forward passes, up to %d rows",
+            "reused from caches, %d forward passes (%d prefill: %.1f s, decode: %.1f s), up "
+            "to %d rows",
             len(members), stats.generated_tokens, stats.prefilled_tokens,
-            stats.reused_tokens, stats.forward_passes, stats.max_rows,
+            stats.reused_tokens, stats.forward_passes, stats.prefill_passes,
+            stats.prefill_seconds, stats.decode_seconds, stats.max_rows,
         )  # fmt: skip
     bar.close()
+    last_engine_stats.append(stats)
     return [run.transcript for run in runs], sent
 
 
