@@ -1,4 +1,5 @@
-"""What the lm-eval hook costs, on a tiny Llama on the CPU, one run, side by side:
+"""What the generic lm-eval hook costs (the path of every backend but ``hf``, here forced
+with ``turn_batching: shared``), on a tiny Llama on the CPU, one run, side by side:
 
   (a) the harness: ``lm.interrupt_session`` replaying N episodes turn-synchronously;
   (b) the floor: the same turn requests sent straight to ``model.generate`` in the same
@@ -55,7 +56,9 @@ def main() -> None:
     manager = TaskManager(
         include_path=str(ROOT / "lm_eval_tasks"),
         include_defaults=False,
-        metadata={"dataset_path": str(tmp / "ds")},
+        # The generic hook through generate_until (``auto`` would take the session engine
+        # on an hf model; bench_real_model.py measures that).
+        metadata={"dataset_path": str(tmp / "ds"), "turn_batching": "shared"},
     )
     task = manager.load(["interrupt_bench"])["tasks"]["interrupt_bench"]
     task.build_all_requests(

@@ -193,15 +193,15 @@ def path_d(lm, args) -> dict:
     transformers' own forward (its default attention, an in-place KV cache), and the
     engine's packed pass (its attention) on one-turn sessions with no stop."""
     import torch
+    from transformers import DynamicCache
 
     from interrupt_bench.engine import Ask, SessionEngine
-    from interrupt_bench.rollout import growing_cache
 
     model = lm.model
     ctx, steps = max(int(args.context), 1), 32
     ids = torch.randint(0, model.config.vocab_size, (args.batch_size, ctx), device=model.device)
     with torch.inference_mode():
-        cache = growing_cache()
+        cache = DynamicCache()
         out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
         token = out.logits[:, -1].argmax(-1, keepdim=True)
         for step in range(4 + steps):

@@ -1,6 +1,7 @@
-"""Training rollouts on a tiny Llama on the CPU: tokens per second, one training step's
-time, KV-cache continuation against re-encoding the history every turn on 10-task
-sessions (goal >= 2x), and peak memory.
+"""Training rollouts on a tiny Llama on the CPU: sampled tokens per second on the session
+engine at temperature 1 and greedy, one training step's time on 10-task sessions, and
+peak memory. (The engine against the per-turn floor on a real model:
+``bench_real_model.py``.)
 
     .venv/bin/python benchmarks/bench_rollout.py [--episodes 8] [--hidden-size 64]
 """
@@ -30,8 +31,7 @@ def main() -> None:
 
     from interrupt_bench.config import get_config
     from interrupt_bench.episodes import generate_split
-    from interrupt_bench.rollout import SamplingResponder
-    from interrupt_bench.session import replay
+    from interrupt_bench.rollout import sample_sessions
     from interrupt_bench.tiny_model import build_tiny_llama
 
     torch.set_num_threads(2)
@@ -43,14 +43,11 @@ def main() -> None:
     episodes = generate_split(get_config("tasks10_budget0to100"), "train", args.episodes)
 
     timings = {}
-    for kv_cache in (True, False):
-        torch.manual_seed(0)
-        responder = SamplingResponder(model, tokenizer, episodes, greedy=True, kv_cache=kv_cache)
+    for greedy in (False, True):
         start = time.perf_counter()
-        replay(episodes, responder)
-        seconds = time.perf_counter() - start
-        timings[kv_cache] = (seconds, responder.generated_tokens, responder)
-    (kv_s, kv_tokens, responder), (re_s, re_tokens, _) = timings[True], timings[False]
+        rollouts = sample_sessions(model, tokenizer, episodes, greedy=greedy, seed=0)
+        timings[greedy] = (time.perf_counter() - start, rollouts.generated_tokens)
+    responder = rollouts
     lengths = [len(s.ids) for s in responder.sessions]
 
     # One policy-gradient step on those sessions (forward + backward over every token).
@@ -78,9 +75,9 @@ def main() -> None:
         f"tiny Llama hidden {args.hidden_size}, "
         f"{sum(lengths)} tokens in all, longest {max(lengths)}"
     )
-    print(f"KV-cache continuation : {kv_s:6.2f} s, {kv_tokens / kv_s:7.0f} sampled tokens/s")
-    print(f"re-encode every turn  : {re_s:6.2f} s, {re_tokens / re_s:7.0f} sampled tokens/s")
-    print(f"speed-up {re_s / kv_s:.2f}x (goal >= 2x); identical tokens: {kv_tokens == re_tokens}")
+    for greedy, (seconds, tokens) in timings.items():
+        name = "greedy" if greedy else "temperature 1"
+        print(f"rollouts, {name:<14}: {seconds:6.2f} s, {tokens / seconds:7.0f} sampled tokens/s")
     print(f"policy-gradient forward+backward over all sessions: {step_s:.2f} s")
     print(f"peak resident memory: {peak_mib:.0f} MiB")
 

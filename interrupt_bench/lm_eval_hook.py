@@ -123,6 +123,16 @@ def stop_strings(settings: dict[str, Any]) -> list[str]:
     return until
 
 
+def turn_kwargs(settings: dict[str, Any], max_gen_toks: int) -> dict[str, Any]:
+    """A turn's ``generate_until`` kwargs (also its key in lm-eval's ``--use_cache``)."""
+    return {
+        "do_sample": False,
+        **settings.get("generation_kwargs", {}),
+        "until": stop_strings(settings),
+        "max_gen_toks": max_gen_toks,
+    }
+
+
 class SessionReplayError(RuntimeError):
     """The evaluated model failed during a session: stop rather than score silent zeros."""
 
@@ -158,12 +168,7 @@ class _Responder:
             settings = self.settings[request.session]
             prompt = turn_prompt(self.lm, request, settings)
             self.prompts[(request.session, request.turn)] = str(getattr(prompt, "prompt", prompt))
-            gen_kwargs = {
-                "do_sample": False,
-                **settings.get("generation_kwargs", {}),
-                "until": stop_strings(settings),
-                "max_gen_toks": shared_max.get(self._group(request), request.budget),
-            }
+            gen_kwargs = turn_kwargs(settings, shared_max.get(self._group(request), request.budget))
             args = (prompt, gen_kwargs)
             key = hash_args("generate_until", args)
             if self.cache is not None and not gen_kwargs.get("do_sample") and key in self.cache:
@@ -232,20 +237,40 @@ def engine_unsupported(lm: Any, settings: Sequence[dict[str, Any]]) -> str | Non
 
 class _EngineSession:
     """One session on the engine: turns become token ids of the exact prompt a
-    ``generate_until`` call would get, results go back into the session's transcript."""
+    ``generate_until`` call would get, results go back into the session's transcript.
+
+    With ``--use_cache DB`` each greedy turn is stored under the key the per-request
+    path uses (the two paths give the same text), and a turn found there is not
+    generated again: a rerun after a crash resumes."""
 
     def __init__(self, lm: Any, run: SessionRun, settings: dict[str, Any], sent: dict):
         self.lm, self.run, self.settings, self.sent = lm, run, settings, sent
+        hook = getattr(lm, "cache_hook", None)
+        self.hook = hook if getattr(hook, "dbdict", None) is not None else None
+        self.asked: tuple | None = None  # (prompt, kwargs) of the turn being generated
+
+    def _greedy(self) -> bool:
+        return not self.settings.get("generation_kwargs", {}).get("do_sample")
 
     def step(self, done: Generated | None) -> Ask | None:
+        from lm_eval.api.model import hash_args
+
         if done is not None:
             self.run.record(TurnResult(done.text, done.cut, done.n_tokens))
-        request = self.run.next_request()
-        if request is None:
-            return None
-        prompt = turn_prompt(self.lm, request, self.settings)
-        self.sent[(request.session, request.turn)] = prompt
-        return Ask(self.lm.tok_encode(prompt), request.budget, tuple(stop_strings(self.settings)))
+            if self.hook is not None and self.asked is not None:
+                self.hook.add_partial("generate_until", self.asked, done.text)
+        while (request := self.run.next_request()) is not None:
+            prompt = turn_prompt(self.lm, request, self.settings)
+            self.sent[(request.session, request.turn)] = prompt
+            self.asked = (prompt, turn_kwargs(self.settings, request.budget))
+            key = hash_args("generate_until", self.asked)
+            if self.hook is None or not self._greedy() or key not in self.hook.dbdict:
+                stops = tuple(stop_strings(self.settings))
+                return Ask(self.lm.tok_encode(prompt), request.budget, stops)
+            text = self.hook.dbdict[key]  # cached: the cut is known only from re-encoding
+            n = count_tokens(self.lm, text)
+            self.run.record(TurnResult(text, None if n is None else n >= request.budget, n))
+        return None
 
 
 def eos_ids(lm: Any) -> set[int]:

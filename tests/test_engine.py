@@ -213,3 +213,33 @@ def test_lm_eval_auto_equals_exact(multibyte_model, small_dataset, caplog, chat,
     assert auto == exact
     outputs = [o for sessions in auto.values() for outs, _ in sessions for o in outs]
     assert any(ord(c) > 127 for o in outputs for c in o)
+
+
+def test_use_cache_resumes_engine_turns(multibyte_model, small_dataset, tmp_path):
+    """``--use_cache DB`` on the engine path: every greedy turn is stored under the
+    per-request key, and a rerun whose model cannot generate at all reads them back."""
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(
+        include_path=TASKS_DIR, include_defaults=False,
+        metadata={"dataset_path": str(small_dataset)},
+    )  # fmt: skip
+    lm = HFLM(pretrained=str(multibyte_model), dtype="float32", device="cpu", batch_size=4)
+    db = str(tmp_path / "cache")
+
+    def run():
+        result = simple_evaluate(
+            model=lm, tasks=["interrupt_bench"], task_manager=manager, log_samples=True,
+            limit=4, use_cache=db,
+        )  # fmt: skip
+        return {k: [outs for outs, _ in v] for k, v in _turns(result).items()}
+
+    first = run()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the model must not be called: every turn is cached")
+
+    lm._model.forward = broken
+    assert run() == first

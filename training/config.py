@@ -87,7 +87,6 @@ class TrainConfig:
     resume: bool = _f(False, "continue from the newest checkpoint in output_dir")
     sample_every: int = _f(10, "write a sample transcript every N steps", min=1)
     seed: int = _f(0, "seed of data order, sampling and initialisation")
-    kv_cache: bool = _f(True, "continue generation from the KV cache across turns")
     check_logprobs: bool = _f(
         True, "on the first step, check recomputed log-probs match the sampler's"
     )

@@ -33,9 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from interrupt_bench.dataset import load_episodes
 from interrupt_bench.errors import ConfigError, InterruptBenchError
 from interrupt_bench.rewards import RewardWeights, advantages, normalise, reward
-from interrupt_bench.rollout import SamplingResponder
+from interrupt_bench.rollout import sample_sessions
 from interrupt_bench.scoring import aggregate
-from interrupt_bench.session import replay
 from training.config import TrainConfig, parse_config
 from training.report import plot_curves, write_model_card
 
@@ -66,22 +65,17 @@ def load_model(cfg: TrainConfig):
     return tokenizer, get_peft_model(base, lora)
 
 
-def rollout(model, tokenizer, episodes, cfg: TrainConfig, greedy: bool = False):
-    """Sample one session per episode; returns transcripts and their token records."""
-    responder = SamplingResponder(
-        model,
-        tokenizer,
-        episodes,
-        chat=cfg.chat,
-        temperature=cfg.temperature,
-        greedy=greedy,
-        kv_cache=cfg.kv_cache,
-    )
+def rollout(model, tokenizer, episodes, cfg: TrainConfig, greedy: bool = False, seed: int = 0):
+    """Sample one session per episode on the session engine; returns transcripts and
+    the rollouts (token records per session, engine figures)."""
     was_training = model.training
     model.eval()
-    transcripts = replay(episodes, responder)
+    rollouts = sample_sessions(
+        model, tokenizer, episodes, chat=cfg.chat, temperature=cfg.temperature,
+        greedy=greedy, seed=seed,
+    )  # fmt: skip
     model.train(was_training)
-    return transcripts, responder
+    return rollouts.transcripts, rollouts
 
 
 def batch_tensors(sessions, indices, pad_id: int, device):
@@ -295,7 +289,7 @@ def train(argv: list[str] | None = None) -> int:
         disable=not accelerator.is_local_main_process,
     )
     for step in bar:
-        # 1. Rollouts: this rank's episodes, each K times, replayed turn-synchronously.
+        # 1. Rollouts: this rank's episodes, each K times, on the session engine.
         start = state["data_pos"] + accelerator.process_index * cfg.episodes_per_step
         episodes = [train[order[(start + i) % len(train)]] for i in range(cfg.episodes_per_step)]
         state["data_pos"] = (state["data_pos"] + per_step) % len(train)
@@ -306,6 +300,8 @@ def train(argv: list[str] | None = None) -> int:
                 tokenizer,
                 [e for e in episodes for _ in range(K)],
                 cfg,
+                # Sampling depends on (seed, step, rank) only: a resumed run samples the same.
+                seed=(cfg.seed * 1_000_003 + step) * 1009 + accelerator.process_index,
             )
         rollout_seconds = time.perf_counter() - t0
         scores = [t.score() for t in transcripts]
