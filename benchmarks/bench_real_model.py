@@ -35,7 +35,6 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 TASK = {"default": "interrupt_bench"}  # other configs: interrupt_bench_<config>
 SMOLLM2 = "smollm2-135m-instruct"
 
@@ -174,7 +173,9 @@ def path_b(lm, args) -> dict:
 
 
 def path_c(lm, args) -> dict:
-    from interrupt_bench.lm_eval_hook import replay_on_engine
+    from dataclasses import asdict
+
+    from interrupt_bench.lm_eval_hook import last_engine_stats, replay_on_engine
 
     episodes, settings = sessions(lm, args)
     start = time.perf_counter()
@@ -185,6 +186,7 @@ def path_c(lm, args) -> dict:
         "seconds": seconds,
         "tokens": useful_tokens(transcripts),
         "mean_context": sum(contexts) / max(len(contexts), 1),
+        "engine": asdict(last_engine_stats[-1]),
     }
 
 
@@ -354,6 +356,14 @@ def main() -> None:
             hf_name = "    the same, transformers' own attention"
             print(f"{hf_name:<44}{figures['d']['hf_step_ms']:>7.1f}ms{hf_rate:>10.0f}")
         rate = {k: f["tokens"] / f["seconds"] for k, f in figures.items()}
+        if "engine" in figures.get("c", {}):
+            e = figures["c"]["engine"]
+            print(
+                f"    (c) prefilled {e['prefilled_tokens']} prompt tokens and reused "
+                f"{e['reused_tokens']} from caches for {e['generated_tokens']} generated; "
+                f"{e['prefill_passes']} of {e['forward_passes']} passes prefilled "
+                f"({e['prefill_seconds']:.1f} s), decode-only passes {e['decode_seconds']:.1f} s"
+            )
         if {"b", "c"} <= set(figures):
             print(f"b/c = {figures['b']['seconds'] / figures['c']['seconds']:.2f}x  (goal >= 3)")
         if {"a", "c"} <= set(figures):

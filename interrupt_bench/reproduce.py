@@ -296,7 +296,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "figure1":
         if not args.log:
             parser.error("figure1 needs --log OUTPUT_DIR/train_log.jsonl")
-        sys.path.insert(0, str(ROOT))
         from training.report import plot_curves
 
         print(

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from interrupt_bench.checkers import extract
+from interrupt_bench.config import DEFAULT_FAMILIES
 from interrupt_bench.episodes import Episode
 from interrupt_bench.tags import ParsedTurn, parse_turn
 
@@ -106,6 +107,22 @@ class EpisodeScore:
         }
         for family, (correct, total) in sorted(self.family_counts.items()):
             out[f"accuracy_{family}"] = correct / total
+        return out
+
+    def items(self) -> dict[str, float | tuple[int, int]]:
+        """What one episode contributes to the benchmark's metrics (lm-eval's per-document
+        results): plain values are averaged over episodes; ``(numerator, denominator)``
+        pairs are summed first, so a ratio weighs every task, not every episode."""
+        out: dict[str, float | tuple[int, int]] = {
+            "accuracy": self.accuracy,
+            "reattempts": float(self.reattempts),
+            "reattempt_rate": self.reattempt_rate,
+            "answer_rate": self.answer_rate,
+            "format_rate": self.format_rate,
+            "resumption_rate": (self.resumption_num, self.resumption_den),
+        }
+        for family in DEFAULT_FAMILIES:
+            out[f"accuracy_{family}"] = self.family_counts.get(family, (0, 0))
         return out
 
 

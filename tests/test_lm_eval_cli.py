@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-from transformers import AutoTokenizer
 
 from .conftest import ROOT
 
@@ -58,7 +57,6 @@ def test_lm_eval_cli_end_to_end(tiny_model, small_dataset, tmp_path, chat):
     assert all(f"{m},strict" in results for m in METRICS)
     assert results["accuracy_stderr,strict"] != "N/A"
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     logged = [
         json.loads(line) for line in next(out.rglob("samples_*.jsonl")).read_text().splitlines()
     ]
@@ -67,9 +65,11 @@ def test_lm_eval_cli_end_to_end(tiny_model, small_dataset, tmp_path, chat):
     for sample in samples:
         session = json.loads(sample["resps"][0][0])["sessions"][0]
         for turn in session["turns"]:
-            n = len(tokenizer.encode(turn["output"], add_special_tokens=False))
-            assert n <= turn["budget"], turn
-            assert turn["output_tokens"] == n
+            # Tokens the model generated (on the session engine: counted, not re-encoded;
+            # re-encoding decoded text can give more ids than were generated).
+            assert turn["output_tokens"] <= turn["budget"], turn
+            if turn["cut"]:
+                assert turn["output_tokens"] == turn["budget"], turn
             if turn["budget"] == 0:
                 assert turn["output"] == "" and turn["prompt"] is None
             else:

@@ -14,10 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from interrupt_bench.dataset import load_episodes
 from interrupt_bench.scoring import REATTEMPT_KINDS, aggregate, reattempt_kinds

@@ -23,12 +23,11 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from interrupt_bench.dataset import load_episodes
 from interrupt_bench.errors import ConfigError, InterruptBenchError
@@ -168,117 +167,57 @@ def main(argv: list[str] | None = None) -> int:
         return 3
 
 
+class SetupError(InterruptBenchError):
+    """The run cannot start (unwritable output, unloadable checkpoint): exit code 2."""
+
+
+@dataclass
+class Run:
+    """One training run: its config and the objects every phase of a step uses."""
+
+    cfg: TrainConfig
+    accelerator: Any
+    model: Any
+    tokenizer: Any
+    optimizer: Any
+    scheduler: Any
+    train: list
+    val: list
+    weights: RewardWeights
+    output_dir: Path
+
+    @property
+    def log_path(self) -> Path:
+        return self.output_dir / "train_log.jsonl"
+
+    def log(self, msg: str) -> None:
+        self.accelerator.print(f"[reinforce] {msg}")
+
+    def append(self, name: str, record: dict) -> None:
+        """One JSON line to ``output_dir/name`` (main process only)."""
+        if self.accelerator.is_main_process:
+            with (self.output_dir / name).open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def save_adapter(self, where: Path) -> None:
+        self.accelerator.unwrap_model(self.model).save_pretrained(
+            where, is_main_process=self.accelerator.is_main_process
+        )
+
+
 def train(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_config(argv)
+        run = setup(cfg)
+        state = start_or_resume(run)
     except InterruptBenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
     from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
 
-    output_dir = Path(cfg.output_dir)
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / f".write-test-{os.getpid()}"  # one per process: ranks race
-        probe.touch()
-        probe.unlink()
-    except OSError as exc:
-        print(
-            f"error: output_dir {output_dir} is not writable ({exc.strerror}); "
-            "choose another --output_dir",
-            file=sys.stderr,
-        )
-        return 2
-    trackers = ["tensorboard"] if _has("tensorboard") else []
-    accelerator = Accelerator(log_with=trackers or None, project_dir=str(output_dir))
-    set_seed(cfg.seed)
-
-    def log(msg: str) -> None:
-        accelerator.print(f"[reinforce] {msg}")
-
-    try:
-        tokenizer, model = load_model(cfg)
-        train = load_episodes(cfg.dataset_path, cfg.dataset_config, "train")
-        val = load_episodes(
-            cfg.dataset_path, cfg.dataset_config, "validation", limit=cfg.eval_episodes
-        )
-    except InterruptBenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    weights = RewardWeights(
-        accuracy=cfg.reward_accuracy,
-        reattempts=cfg.reward_reattempts,
-        format=cfg.reward_format,
-        answer_once=cfg.reward_answer_once,
-        resumption=cfg.reward_resumption,
-    )
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad],
-        lr=cfg.learning_rate,
-        weight_decay=cfg.weight_decay,
-    )
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, cfg.warmup_steps, 10**9
-    )  # constant after warm-up
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    if trackers:
-        accelerator.init_trackers("reinforce", config={k: str(v) for k, v in asdict(cfg).items()})
-
-    state = {"step": 0, "data_pos": 0, "running_mean": 0.0, "best_val": None, "collapse": None}
-    log_path = output_dir / "train_log.jsonl"
-    if cfg.resume and checkpoint_dirs(output_dir):
-        latest = checkpoint_dirs(output_dir)[-1]
-        try:
-            accelerator.load_state(str(latest))
-            state = json.loads((latest / "trainer_state.json").read_text())
-        except Exception as exc:  # a truncated or edited checkpoint: name it, offer the rest
-            earlier = checkpoint_dirs(output_dir)[:-1]
-            offer = (
-                f"move it away to resume from {earlier[-1]} (the previous checkpoint)"
-                if earlier
-                else "no earlier checkpoint is kept: --resume false starts over"
-            )
-            print(
-                f"error: checkpoint {latest} cannot be loaded ({type(exc).__name__}: "
-                f"{str(exc)[:200]}); {offer}. Nothing was changed.",
-                file=sys.stderr,
-            )
-            return 2
-        log(f"resumed from {latest} (step {state['step']})")
-        if accelerator.is_main_process and log_path.exists():  # drop steps after the checkpoint
-            lines = [
-                ln
-                for ln in log_path.read_text().splitlines()
-                if json.loads(ln)["step"] <= state["step"]
-            ]
-            log_path.write_text("".join(ln + "\n" for ln in lines))
-    elif accelerator.is_main_process:
-        log_path.write_text("")
-        (output_dir / "samples.jsonl").write_text("")
-    if accelerator.is_main_process:
-        (output_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    log(
-        f"{len(train)} train episodes, {len(val)} validation, "
-        f"{accelerator.num_processes} process(es), "
-        f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable parameters"
-    )
-
-    if cfg.eval_every and state["step"] == 0:
-        # Validate the starting policy, so the guard and best/ measure against it: without
-        # this a run that only gets worse keeps its first evaluated (already worse) adapter.
-        record = {"step": 0, **evaluate(model, tokenizer, val, cfg, weights, accelerator)}
-        state["best_val"] = record["val_reward"]
-        accelerator.unwrap_model(model).save_pretrained(
-            output_dir / "best", is_main_process=accelerator.is_main_process
-        )
-        log(f"step 0: {', '.join(f'{k} {v:.3f}' for k, v in record.items() if k != 'step')}")
-        if accelerator.is_main_process:
-            with log_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+    cfg, accelerator, model = run.cfg, run.accelerator, run.model
+    order = torch.randperm(len(run.train), generator=torch.Generator().manual_seed(cfg.seed))
+    order = order.tolist()
     per_step = cfg.episodes_per_step * accelerator.num_processes
     K = cfg.samples_per_episode
     bar = tqdm(
@@ -291,13 +230,15 @@ def train(argv: list[str] | None = None) -> int:
     for step in bar:
         # 1. Rollouts: this rank's episodes, each K times, on the session engine.
         start = state["data_pos"] + accelerator.process_index * cfg.episodes_per_step
-        episodes = [train[order[(start + i) % len(train)]] for i in range(cfg.episodes_per_step)]
-        state["data_pos"] = (state["data_pos"] + per_step) % len(train)
+        episodes = [
+            run.train[order[(start + i) % len(run.train)]] for i in range(cfg.episodes_per_step)
+        ]
+        state["data_pos"] = (state["data_pos"] + per_step) % len(run.train)
         t0 = time.perf_counter()
         with accelerator.autocast():
-            transcripts, responder = rollout(
+            transcripts, rollouts = rollout(
                 accelerator.unwrap_model(model),
-                tokenizer,
+                run.tokenizer,
                 [e for e in episodes for _ in range(K)],
                 cfg,
                 # Sampling depends on (seed, step, rank) only: a resumed run samples the same.
@@ -307,7 +248,7 @@ def train(argv: list[str] | None = None) -> int:
         scores = [t.score() for t in transcripts]
 
         # 2. Rewards and advantages.
-        rewards = [reward(s, weights) for s in scores]
+        rewards = [reward(s, run.weights) for s in scores]
         adv = advantages(rewards, K, cfg.baseline, state["running_mean"])
         if cfg.normalize_advantages:
             adv = normalise(adv)
@@ -322,84 +263,13 @@ def train(argv: list[str] | None = None) -> int:
         )
 
         # 3. Policy gradient on the sampled tokens, normalised over every token of the step.
-        sessions = responder.sessions
-        n_tokens = torch.tensor(
-            float(sum(sum(s.sampled) for s in sessions)), device=accelerator.device
-        )
-        step_tokens = max(float(accelerator.reduce(n_tokens, "sum")), 1.0)  # all ranks
-        total_tokens = max(step_tokens / accelerator.num_processes, 1.0)
-        micro = [
-            list(range(i, min(i + cfg.micro_batch_size, len(sessions))))
-            for i in range(0, len(sessions), cfg.micro_batch_size)
-        ]
-        sums = {"loss": 0.0, "entropy": 0.0, "kl": 0.0, "logprob_err": 0.0}
-        for j, idx in enumerate(micro):
-            ids, attn, sampled, old_logp = batch_tensors(
-                sessions, idx, tokenizer.pad_token_id, accelerator.device
-            )
-            mask = sampled[:, 1:].float()
-            a = torch.tensor([adv[i] for i in idx], device=accelerator.device)[:, None]
-            sync = j == len(micro) - 1
-            with nullcontext() if sync else accelerator.no_sync(model), accelerator.autocast():
-                logp, entropy = token_logprobs(model, ids, attn, cfg.temperature)
-                loss = -(a * logp * mask).sum() / total_tokens
-                if cfg.kl_coef > 0:
-                    with torch.no_grad(), accelerator.unwrap_model(model).disable_adapter():
-                        ref_logp, _ = token_logprobs(
-                            accelerator.unwrap_model(model), ids, attn, cfg.temperature
-                        )
-                    log_ratio = ref_logp - logp
-                    kl = (log_ratio.exp() - 1 - log_ratio) * mask  # k3 estimator, >= 0
-                    loss = loss + cfg.kl_coef * kl.sum() / total_tokens
-                    sums["kl"] += float(kl.detach().sum())
-                accelerator.backward(loss)
-            sums["loss"] += loss.item()
-            sums["entropy"] += float((entropy.detach() * mask).sum())
-            if step == 0 and cfg.check_logprobs:
-                err = ((logp.detach() - old_logp[:, 1:]).abs() * mask).max()
-                sums["logprob_err"] = max(sums["logprob_err"], float(err))
-
-        if step == 0 and cfg.check_logprobs:
-            tol = 1e-3 if accelerator.mixed_precision == "no" else 5e-2
-            verdict = "ok" if sums["logprob_err"] <= tol else "MISMATCH"
-            log(
-                "first-step check: max |recomputed - sampler| log-prob = "
-                f"{sums['logprob_err']:.2e} "
-                f"(tolerance {tol:g}): {verdict}"
-            )
-            if verdict != "ok":
-                raise RuntimeError(
-                    "recomputed log-probs do not match the sampler's: "
-                    "the loss would train on other tokens"
-                )
+        sums, n_tokens, step_tokens = policy_gradient(run, rollouts.sessions, adv, step)
 
         # 4. One optimizer step, unless the loss or gradient is not finite.
-        grad_norm = accelerator.clip_grad_norm_(
-            model.parameters(), cfg.max_grad_norm or float("inf")
-        )
-        skipped = None
-        if not math.isfinite(sums["loss"]) or not math.isfinite(float(grad_norm)):
-            skipped = f"non-finite loss {sums['loss']} or gradient norm {float(grad_norm)}"
-            log(f"step {step + 1}: skipped, {skipped}")
-        else:
-            trainable = [p for p in model.parameters() if p.requires_grad]
-            before = [p.detach().clone() for p in trainable]
-            optimizer_before = copy.deepcopy(optimizer.state_dict())
-            optimizer.step()
-            if all(bool(torch.isfinite(p).all()) for p in trainable):
-                scheduler.step()
-            else:  # an update that overflows the weights is undone, never saved
-                with torch.no_grad():
-                    for p, old in zip(trainable, before):
-                        p.copy_(old)
-                optimizer.load_state_dict(optimizer_before)
-                skipped = "the update made adapter weights non-finite; undone"
-                log(f"step {step + 1}: skipped, {skipped}")
-        optimizer.zero_grad()
+        grad_norm, skipped = guarded_step(run, sums["loss"], step)
         state["step"] = step + 1
 
-        # 5. Logs.
-        tokens = float(n_tokens)
+        # 5. Logs, validation with the collapse guard, samples, checkpoints.
         # Entropy and KL over every rank's tokens, so the collapse guard decides the same on
         # all ranks (one rank stopping alone would leave the others waiting in a collective).
         entropy_sum, kl_sum = accelerator.reduce(
@@ -420,37 +290,19 @@ def train(argv: list[str] | None = None) -> int:
             "entropy": entropy_sum / step_tokens,
             "kl": kl_sum / step_tokens,
             "grad_norm": float(grad_norm),
-            "lr": scheduler.get_last_lr()[0],
-            "tokens_per_second": responder.generated_tokens / max(rollout_seconds, 1e-9),
-            "mean_output_length": tokens / max(sum(len(t.outputs) for t in transcripts), 1),
+            "lr": run.scheduler.get_last_lr()[0],
+            "tokens_per_second": rollouts.generated_tokens / max(rollout_seconds, 1e-9),
+            "mean_output_length": n_tokens / max(sum(len(t.outputs) for t in transcripts), 1),
             "skipped": skipped,
         }
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
-            record.update(evaluate(model, tokenizer, val, cfg, weights, accelerator))
-            best = state["best_val"]
-            if best is None or record["val_reward"] > best:
-                state["best_val"] = record["val_reward"]
-                accelerator.unwrap_model(model).save_pretrained(
-                    output_dir / "best", is_main_process=accelerator.is_main_process
-                )
-            reason = _collapse(record, state, cfg)
-            if reason:
-                record["collapse"] = reason
-                log(f"step {step + 1}: collapse guard: {reason}; {cfg.on_collapse}")
-                _restore_best(model, output_dir, accelerator)
-                if cfg.on_collapse == "stop":
-                    state["collapse"] = reason
-        if accelerator.is_main_process:
-            with log_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
-            if (step + 1) % cfg.sample_every == 0 or step == 0:
-                with (output_dir / "samples.jsonl").open("a") as f:
-                    f.write(
-                        json.dumps(
-                            {"step": step + 1, "reward": rewards[0], **transcripts[0].to_dict()}
-                        )
-                        + "\n"
-                    )
+            validate(run, state, record)
+        run.append("train_log.jsonl", record)
+        if (step + 1) % cfg.sample_every == 0 or step == 0:
+            run.append(
+                "samples.jsonl",
+                {"step": step + 1, "reward": rewards[0], **transcripts[0].to_dict()},
+            )
         accelerator.log(
             {k: v for k, v in record.items() if isinstance(v, (int, float))}, step=step + 1
         )
@@ -460,21 +312,226 @@ def train(argv: list[str] | None = None) -> int:
             ent=f"{record['entropy']:.2f}",
         )
         if cfg.save_every and (step + 1) % cfg.save_every == 0:
-            save_checkpoint(accelerator, output_dir, state, cfg.save_total_limit)
+            save_checkpoint(accelerator, run.output_dir, state, cfg.save_total_limit)
         if state["collapse"]:
             break
 
     # 6. The adapter at output_dir itself, plus curves and a model card.
-    accelerator.wait_for_everyone()
-    final = evaluate(model, tokenizer, val, cfg, weights, accelerator) if cfg.eval_every else {}
-    accelerator.unwrap_model(model).save_pretrained(
-        output_dir, is_main_process=accelerator.is_main_process
+    finish(run, state)
+    return 0
+
+
+def setup(cfg: TrainConfig) -> Run:
+    """Accelerator, model with its LoRA adapter, data, optimizer and schedule."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import get_linear_schedule_with_warmup
+
+    output_dir = Path(cfg.output_dir)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / f".write-test-{os.getpid()}"  # one per process: ranks race
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise SetupError(
+            f"output_dir {output_dir} is not writable ({exc.strerror}); choose another --output_dir"
+        ) from None
+    trackers = ["tensorboard"] if _has("tensorboard") else []
+    accelerator = Accelerator(log_with=trackers or None, project_dir=str(output_dir))
+    set_seed(cfg.seed)
+    tokenizer, model = load_model(cfg)
+    train = load_episodes(cfg.dataset_path, cfg.dataset_config, "train")
+    val = load_episodes(cfg.dataset_path, cfg.dataset_config, "validation", limit=cfg.eval_episodes)
+    weights = RewardWeights(
+        accuracy=cfg.reward_accuracy,
+        reattempts=cfg.reward_reattempts,
+        format=cfg.reward_format,
+        answer_once=cfg.reward_answer_once,
+        resumption=cfg.reward_resumption,
     )
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+    )
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, cfg.warmup_steps, 10**9
+    )  # constant after warm-up
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    if trackers:
+        accelerator.init_trackers("reinforce", config={k: str(v) for k, v in asdict(cfg).items()})
+    return Run(
+        cfg, accelerator, model, tokenizer, optimizer, scheduler, train, val, weights, output_dir
+    )
+
+
+def start_or_resume(run: Run) -> dict:
+    """The trainer state: fresh (empty logs, the starting policy validated and kept as
+    ``best/``), or the newest checkpoint's with the log cut back to it."""
+    cfg, accelerator, output_dir = run.cfg, run.accelerator, run.output_dir
+    state = {"step": 0, "data_pos": 0, "running_mean": 0.0, "best_val": None, "collapse": None}
+    if cfg.resume and checkpoint_dirs(output_dir):
+        latest = checkpoint_dirs(output_dir)[-1]
+        try:
+            accelerator.load_state(str(latest))
+            state = json.loads((latest / "trainer_state.json").read_text())
+        except Exception as exc:  # a truncated or edited checkpoint: name it, offer the rest
+            earlier = checkpoint_dirs(output_dir)[:-1]
+            offer = (
+                f"move it away to resume from {earlier[-1]} (the previous checkpoint)"
+                if earlier
+                else "no earlier checkpoint is kept: --resume false starts over"
+            )
+            raise SetupError(
+                f"checkpoint {latest} cannot be loaded ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); {offer}. Nothing was changed."
+            ) from None
+        run.log(f"resumed from {latest} (step {state['step']})")
+        if accelerator.is_main_process and run.log_path.exists():  # drop later steps
+            lines = [
+                ln
+                for ln in run.log_path.read_text().splitlines()
+                if json.loads(ln)["step"] <= state["step"]
+            ]
+            run.log_path.write_text("".join(ln + "\n" for ln in lines))
+    elif accelerator.is_main_process:
+        run.log_path.write_text("")
+        (output_dir / "samples.jsonl").write_text("")
     if accelerator.is_main_process:
-        tokenizer.save_pretrained(output_dir)
-        plot_curves(log_path, output_dir / "training_curves.png")
+        (output_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    run.log(
+        f"{len(run.train)} train episodes, {len(run.val)} validation, "
+        f"{accelerator.num_processes} process(es), "
+        f"{sum(p.numel() for p in run.model.parameters() if p.requires_grad):,} "
+        "trainable parameters"
+    )
+    if cfg.eval_every and state["step"] == 0:
+        # Validate the starting policy, so the guard and best/ measure against it: without
+        # this a run that only gets worse keeps its first evaluated (already worse) adapter.
+        record = {"step": 0, **evaluate(run.model, run.tokenizer, run.val, cfg, run.weights,
+                                        accelerator)}  # fmt: skip
+        state["best_val"] = record["val_reward"]
+        run.save_adapter(output_dir / "best")
+        run.log(f"step 0: {', '.join(f'{k} {v:.3f}' for k, v in record.items() if k != 'step')}")
+        run.append("train_log.jsonl", record)
+    return state
+
+
+def policy_gradient(run: Run, sessions, adv: list[float], step: int):
+    """Accumulate the REINFORCE gradient over micro-batches; returns the step's sums
+    (loss, entropy, KL, first-step log-prob error), this rank's and all ranks' tokens."""
+    cfg, accelerator, model = run.cfg, run.accelerator, run.model
+    n_tokens = torch.tensor(float(sum(sum(s.sampled) for s in sessions)), device=accelerator.device)
+    step_tokens = max(float(accelerator.reduce(n_tokens, "sum")), 1.0)  # all ranks
+    total_tokens = max(step_tokens / accelerator.num_processes, 1.0)
+    micro = [
+        list(range(i, min(i + cfg.micro_batch_size, len(sessions))))
+        for i in range(0, len(sessions), cfg.micro_batch_size)
+    ]
+    sums = {"loss": 0.0, "entropy": 0.0, "kl": 0.0, "logprob_err": 0.0}
+    for j, idx in enumerate(micro):
+        ids, attn, sampled, old_logp = batch_tensors(
+            sessions, idx, run.tokenizer.pad_token_id, accelerator.device
+        )
+        mask = sampled[:, 1:].float()
+        a = torch.tensor([adv[i] for i in idx], device=accelerator.device)[:, None]
+        sync = j == len(micro) - 1
+        with nullcontext() if sync else accelerator.no_sync(model), accelerator.autocast():
+            logp, entropy = token_logprobs(model, ids, attn, cfg.temperature)
+            loss = -(a * logp * mask).sum() / total_tokens
+            if cfg.kl_coef > 0:
+                with torch.no_grad(), accelerator.unwrap_model(model).disable_adapter():
+                    ref_logp, _ = token_logprobs(
+                        accelerator.unwrap_model(model), ids, attn, cfg.temperature
+                    )
+                log_ratio = ref_logp - logp
+                kl = (log_ratio.exp() - 1 - log_ratio) * mask  # k3 estimator, >= 0
+                loss = loss + cfg.kl_coef * kl.sum() / total_tokens
+                sums["kl"] += float(kl.detach().sum())
+            accelerator.backward(loss)
+        sums["loss"] += loss.item()
+        sums["entropy"] += float((entropy.detach() * mask).sum())
+        if step == 0 and cfg.check_logprobs:
+            err = ((logp.detach() - old_logp[:, 1:]).abs() * mask).max()
+            sums["logprob_err"] = max(sums["logprob_err"], float(err))
+    if step == 0 and cfg.check_logprobs:
+        tol = 1e-3 if accelerator.mixed_precision == "no" else 5e-2
+        verdict = "ok" if sums["logprob_err"] <= tol else "MISMATCH"
+        run.log(
+            "first-step check: max |recomputed - sampler| log-prob = "
+            f"{sums['logprob_err']:.2e} (tolerance {tol:g}): {verdict}"
+        )
+        if verdict != "ok":
+            raise RuntimeError(
+                "recomputed log-probs do not match the sampler's: "
+                "the loss would train on other tokens"
+            )
+    return sums, float(n_tokens), step_tokens
+
+
+def guarded_step(run: Run, loss: float, step: int):
+    """Clip and step, unless the loss or gradient is not finite or the update would make
+    the adapter's weights non-finite (then it is undone). Returns the gradient norm and
+    why the step was skipped (None when it was taken)."""
+    model, optimizer = run.model, run.optimizer
+    grad_norm = run.accelerator.clip_grad_norm_(
+        model.parameters(), run.cfg.max_grad_norm or float("inf")
+    )
+    skipped = None
+    if not math.isfinite(loss) or not math.isfinite(float(grad_norm)):
+        skipped = f"non-finite loss {loss} or gradient norm {float(grad_norm)}"
+        run.log(f"step {step + 1}: skipped, {skipped}")
+    else:
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        before = [p.detach().clone() for p in trainable]
+        optimizer_before = copy.deepcopy(optimizer.state_dict())
+        optimizer.step()
+        if all(bool(torch.isfinite(p).all()) for p in trainable):
+            run.scheduler.step()
+        else:  # an update that overflows the weights is undone, never saved
+            with torch.no_grad():
+                for p, old in zip(trainable, before):
+                    p.copy_(old)
+            optimizer.load_state_dict(optimizer_before)
+            skipped = "the update made adapter weights non-finite; undone"
+            run.log(f"step {step + 1}: skipped, {skipped}")
+    optimizer.zero_grad()
+    return grad_norm, skipped
+
+
+def validate(run: Run, state: dict, record: dict) -> None:
+    """Greedy validation into ``record``; keep the best adapter; the collapse guard."""
+    cfg = run.cfg
+    record.update(evaluate(run.model, run.tokenizer, run.val, cfg, run.weights, run.accelerator))
+    best = state["best_val"]
+    if best is None or record["val_reward"] > best:
+        state["best_val"] = record["val_reward"]
+        run.save_adapter(run.output_dir / "best")
+    reason = _collapse(record, state, cfg)
+    if reason:
+        record["collapse"] = reason
+        run.log(f"step {record['step']}: collapse guard: {reason}; {cfg.on_collapse}")
+        _restore_best(run.model, run.output_dir, run.accelerator)
+        if cfg.on_collapse == "stop":
+            state["collapse"] = reason
+
+
+def finish(run: Run, state: dict) -> None:
+    """The adapter at ``output_dir`` itself, the curves, the model card, the push."""
+    cfg, accelerator, output_dir = run.cfg, run.accelerator, run.output_dir
+    accelerator.wait_for_everyone()
+    final = (
+        evaluate(run.model, run.tokenizer, run.val, cfg, run.weights, accelerator)
+        if cfg.eval_every
+        else {}
+    )
+    run.save_adapter(output_dir)
+    if accelerator.is_main_process:
+        run.tokenizer.save_pretrained(output_dir)
+        plot_curves(run.log_path, output_dir / "training_curves.png")
         write_model_card(output_dir, cfg, final, state)
-        log(
+        run.log(
             f"adapter saved to {output_dir} after {state['step']} steps"
             + (f" (stopped: {state['collapse']})" if state["collapse"] else "")
         )
@@ -496,7 +553,6 @@ def train(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
-    return 0
 
 
 def _collapse(record: dict, state: dict, cfg: TrainConfig) -> str | None:

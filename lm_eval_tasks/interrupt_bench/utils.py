@@ -21,8 +21,6 @@ from interrupt_bench.scoring import merge_scores, ratio_of_sums, score_episode
 
 install()
 
-FAMILIES = ("math", "translation", "ordering")
-
 
 class InterruptBenchTask(ConfigurableTask):
     """A YAML-configured task whose Instances are whole sessions, not single prompts."""
@@ -141,18 +139,7 @@ def process_results(doc: dict, results: list[str]) -> dict:
         score_episode(Episode.from_row(s["row"]), s["outputs"], s["cut"], flexible=loose)
         for s in sessions
     ]
-    score = merge_scores(scores) if len(scores) > 1 else scores[0]
-    out = {
-        "accuracy": score.accuracy,
-        "reattempts": float(score.reattempts),
-        "reattempt_rate": score.reattempt_rate,
-        "answer_rate": score.answer_rate,
-        "format_rate": score.format_rate,
-        "resumption_rate": (score.resumption_num, score.resumption_den),
-    }
-    for family in FAMILIES:
-        out[f"accuracy_{family}"] = score.family_counts.get(family, (0, 0))
-    return out
+    return (merge_scores(scores) if len(scores) > 1 else scores[0]).items()
 
 
 def ratio(items: Iterable[tuple[int, int]]) -> float:
