@@ -65,3 +65,44 @@ def test_gemma_in_plain_mode(small_dataset, tmp_path):
     result = lm_eval_bf16(path, small_dataset, tmp_path / "out", 4)
     assert result["n-shot"]["interrupt_bench"] >= 1  # plain mode: demonstrations as text
     assert 0.0 <= result["results"]["interrupt_bench"]["format_rate,strict"] <= 1.0
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m-instruct", "gemma-3-270m"])
+def test_engine_turns_equal_per_request_turns_in_float32(name, small_dataset):
+    """On the real models in float32 the session engine (``auto``) and per-request
+    ``generate_until`` (``exact``) give every turn the same text and cut."""
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    from .test_engine import _turns
+    from .test_lm_eval_policies import TASKS_DIR
+
+    path = need(name)
+    lm = HFLM(pretrained=str(path), dtype="float32", device="cpu", batch_size=6)
+    chat = models.has_chat_template(path)
+
+    def run(mode):
+        meta = {"dataset_path": str(small_dataset), "turn_batching": mode}
+        manager = TaskManager(include_path=TASKS_DIR, include_defaults=False, metadata=meta)
+        result = simple_evaluate(
+            model=lm, tasks=["interrupt_bench"], task_manager=manager, log_samples=True,
+            limit=6, apply_chat_template=chat,
+        )  # fmt: skip
+        return _turns(result)
+
+    auto, exact = run("auto"), run("exact")
+    texts = {ep: [outs for outs, _ in sessions] for ep, sessions in auto.items()}
+    assert texts == {ep: [outs for outs, _ in sessions] for ep, sessions in exact.items()}
+    # The per-request path knows only text, so it derives `cut` by re-encoding it; where a
+    # turn's text re-encodes to fewer ids than were generated it calls a budget-cut turn
+    # uncut. The engine counts the ids it generated. Any disagreement must be that one.
+    turns = disagree = 0
+    for ep in auto:
+        for (_, a_cut), (e_outs, e_cut) in zip(auto[ep], exact[ep]):
+            for out, ac, ec in zip(e_outs, a_cut, e_cut):
+                turns += 1
+                if ac != ec:
+                    disagree += 1
+                    assert ac and not ec, (ep, out)
+    print(f"{name} float32: {turns} turns, identical text; cut differs on {disagree}")
