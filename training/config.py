@@ -59,6 +59,9 @@ class TrainConfig:
     warmup_steps: int = _f(0, "linear warm-up steps", min=0)
     max_grad_norm: float = _f(1.0, "gradient clipping (0 = off)", min=0.0)
     micro_batch_size: int = _f(8, "sequences per forward/backward; the rest is accumulated", min=1)
+    gradient_checkpointing: bool = _f(
+        False, "recompute activations in the backward pass (less memory, more time)"
+    )
     # LoRA
     lora_r: int = _f(16, "LoRA rank", min=1)
     lora_alpha: int = _f(32, "LoRA alpha", min=1)

@@ -61,6 +61,9 @@ def load_model(cfg: TrainConfig):
         target_modules=list(cfg.lora_target_modules),
         task_type="CAUSAL_LM",
     )
+    if cfg.gradient_checkpointing:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        base.enable_input_require_grads()  # LoRA: the frozen embeddings give no grad otherwise
     return tokenizer, get_peft_model(base, lora)
 
 
@@ -93,13 +96,50 @@ def batch_tensors(sessions, indices, pad_id: int, device):
     return ids.to(device), attn.to(device), sampled.to(device), old_logp.to(device)
 
 
-def token_logprobs(model, ids, attn, temperature: float):
-    """Log-probs of each next token at the sampling temperature, and per-position entropy."""
-    logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float() / temperature
-    logp_all = torch.log_softmax(logits, dim=-1)
-    logp = logp_all.gather(-1, ids[:, 1:, None]).squeeze(-1)
+class _HiddenStates(torch.nn.Module):
+    """Stands in for the LM head during the forward pass: the model returns its final
+    hidden states, and :func:`token_logprobs` applies the real head where it is needed."""
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden
+
+
+def _causal_lm(model):
+    """The transformers causal LM inside accelerate's and peft's wrappers."""
+    inner = getattr(model, "module", model)
+    return inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+
+
+def token_logprobs(model, ids, attn, temperature: float, mask: torch.Tensor):
+    """Log-probs of each next token at the sampling temperature, and the entropy there,
+    on the positions ``mask`` marks (the sampled tokens); 0 elsewhere.
+
+    The LM head and the log-softmax run on those positions only: the full logits of
+    every position (a 49,152-token vocabulary × ~1,000 positions × the micro batch, in
+    float32, several times over with the backward pass) are what filled 24 GB on
+    SmolLM2. The forward pass still goes through ``model`` itself (DDP and peft see it)."""
+    lm = _causal_lm(model)
+    head = lm.get_output_embeddings()
+    softcap = getattr(lm.config, "final_logit_softcapping", None)
+    lm.set_output_embeddings(_HiddenStates())
+    if softcap is not None:
+        lm.config.final_logit_softcapping = None
+    try:
+        hidden = model(input_ids=ids, attention_mask=attn).logits[:, :-1]
+    finally:
+        lm.set_output_embeddings(head)
+        if softcap is not None:
+            lm.config.final_logit_softcapping = softcap
+    where = mask.bool()
+    logits = head(hidden[where]).float()
+    if softcap is not None:
+        logits = torch.tanh(logits / softcap) * softcap
+    logp_all = torch.log_softmax(logits / temperature, dim=-1)
+    picked = logp_all.gather(-1, ids[:, 1:][where][:, None]).squeeze(-1)
     entropy = -(logp_all.exp() * logp_all).sum(-1)
-    return logp, entropy
+    logp = torch.zeros(where.shape, dtype=picked.dtype, device=picked.device)
+    ent = torch.zeros(where.shape, dtype=entropy.dtype, device=entropy.device)
+    return logp.masked_scatter(where, picked), ent.masked_scatter(where, entropy)
 
 
 def evaluate(model, tokenizer, episodes, cfg, weights, accelerator) -> dict[str, float]:
@@ -438,12 +478,12 @@ def policy_gradient(run: Run, sessions, adv: list[float], step: int):
         a = torch.tensor([adv[i] for i in idx], device=accelerator.device)[:, None]
         sync = j == len(micro) - 1
         with nullcontext() if sync else accelerator.no_sync(model), accelerator.autocast():
-            logp, entropy = token_logprobs(model, ids, attn, cfg.temperature)
+            logp, entropy = token_logprobs(model, ids, attn, cfg.temperature, mask)
             loss = -(a * logp * mask).sum() / total_tokens
             if cfg.kl_coef > 0:
                 with torch.no_grad(), accelerator.unwrap_model(model).disable_adapter():
                     ref_logp, _ = token_logprobs(
-                        accelerator.unwrap_model(model), ids, attn, cfg.temperature
+                        accelerator.unwrap_model(model), ids, attn, cfg.temperature, mask
                     )
                 log_ratio = ref_logp - logp
                 kl = (log_ratio.exp() - 1 - log_ratio) * mask  # k3 estimator, >= 0
