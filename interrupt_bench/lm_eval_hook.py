@@ -2,12 +2,15 @@
 
 lm-eval sends a task's Instances to ``getattr(lm, instance.request_type)``. The task pack
 emits Instances of its own type, ``interrupt_session``, and :func:`install` gives every
-``lm_eval.api.model.LM`` a method of that name. The method replays all sessions of the
-call turn by turn through the one method every backend implements, ``generate_until``:
-at turn t, the requests of every session still running go out in a single call, each
-with ``max_gen_toks`` set to that turn's budget (tokens of the evaluated model), so
-lm-eval's own batching, progress bar and response cache apply. Budget-0 turns skip the
-model. The cut text stays in the conversation and the next question follows.
+``lm_eval.api.model.LM`` a method of that name. On lm-eval's ``hf`` model the method
+runs every session on the session engine (:mod:`interrupt_bench.engine`: per-session KV
+caches, continuous batching, cut on the generated ids). On every other backend it
+replays the sessions turn by turn through the one method every backend implements,
+``generate_until``: at turn t, the requests of every session still running go out in a
+single call, each with ``max_gen_toks`` set to that turn's budget (tokens of the
+evaluated model), so lm-eval's own batching, progress bar and response cache apply.
+Budget-0 turns skip the model. The cut text stays in the conversation and the next
+question follows.
 
 ``args`` of an Instance: ``(episode row as JSON, settings)``; settings hold the
 condition (interrupted / nocut / single), the budget cap of the controls, whether to use
