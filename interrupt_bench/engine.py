@@ -159,8 +159,8 @@ class _SlotCache:
     def bytes_per_token(self) -> int:
         if not self.keys:
             return 0
-        k = self.keys[0]
-        return 2 * len(self.keys) * k.shape[1] * k.shape[3] * k.element_size()
+        k, v = self.keys[0], self.values[0]
+        return len(self.keys) * k.shape[1] * k.shape[3] * (k.element_size() + v.element_size())
 
     def nbytes(self) -> int:
         return self.bytes_per_token() * self.rows * self.capacity
@@ -210,21 +210,23 @@ class _SlotCache:
         rows; return the whole buffers (contiguous: the attention masks what is not
         live)."""
         if layer == len(self.keys):  # first forward: allocate this layer's buffers
-            self._allocate(k)
+            self._allocate(k, v)
         kb, vb = self.keys[layer], self.values[layer]
-        kb[self._rows_idx, :, self._write] = k[0].transpose(0, 1)
-        vb[self._rows_idx, :, self._write] = v[0].transpose(0, 1)
+        kb[self._rows_idx, :, self._write] = k[0].transpose(0, 1).to(kb.dtype)
+        vb[self._rows_idx, :, self._write] = v[0].transpose(0, 1).to(vb.dtype)
         return kb, vb
 
-    def _allocate(self, like: torch.Tensor) -> None:
-        shape = (self.rows, like.shape[1], self.capacity, like.shape[3])
-        self.keys.append(torch.zeros(shape, dtype=like.dtype, device=like.device))
-        self.values.append(torch.zeros(shape, dtype=like.dtype, device=like.device))
+    def _allocate(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        """One layer's buffers, each in its own dtype (under autocast, rotary embeddings
+        leave keys in float32 while values are bfloat16)."""
+        shape = (self.rows, k.shape[1], self.capacity, k.shape[3])
+        self.keys.append(torch.zeros(shape, dtype=k.dtype, device=k.device))
+        self.values.append(torch.zeros(shape, dtype=v.dtype, device=v.device))
 
     def copy_in(self, row: int, keys: list[torch.Tensor], values: list[torch.Tensor], n: int):
         """Put ``n`` positions of a stored prefix at the start of ``row``."""
         while len(self.keys) < len(keys):
-            self._allocate(keys[len(self.keys)])
+            self._allocate(keys[len(self.keys)], values[len(self.keys)])
         for layer, (k, v) in enumerate(zip(keys, values)):
             self.keys[layer][row, :, :n] = k[0, :, :n]
             self.values[layer][row, :, :n] = v[0, :, :n]
@@ -326,7 +328,8 @@ def packed_attention(module, query, key, value, attention_mask, scaling=None, dr
         scores = scores * scale + plan.single_masks[kind]
         probs = torch.softmax(scores, dim=-1).to(value.dtype)
         res = torch.matmul(probs, vs).view(n, heads, dim)
-        out[plan.single_out] = res if plan.single_take is None else res[plan.single_take]
+        res = res if plan.single_take is None else res[plan.single_take]
+        out[plan.single_out] = res.to(out.dtype)  # under autocast, q and v can differ
     for row, start, width, masks in plan.segments:
         qs = q[start : start + width].transpose(0, 1).reshape(kv_heads, groups * width, dim)
         scores = torch.matmul(qs, key[row].transpose(-1, -2)).float()

@@ -243,3 +243,15 @@ def test_use_cache_resumes_engine_turns(multibyte_model, small_dataset, tmp_path
 
     lm._model.forward = broken
     assert run() == first
+
+
+def test_runs_under_bf16_autocast(multibyte_model):
+    """Training rollouts run inside ``accelerator.autocast()``: there rotary embeddings
+    leave queries and keys in float32 while values are bfloat16."""
+    tok = AutoTokenizer.from_pretrained(multibyte_model)
+    model = AutoModelForCausalLM.from_pretrained(multibyte_model, dtype=torch.float32).eval()
+    sessions = _sessions(tok, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        stats = _engine(model, tok, batch_size=2).run(sessions)
+    assert stats.generated_tokens > 0
+    assert all(len(s.done) == len(BUDGETS) for s in sessions)
