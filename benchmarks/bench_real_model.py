@@ -175,18 +175,18 @@ def path_b(lm, args) -> dict:
 def path_c(lm, args) -> dict:
     from dataclasses import asdict
 
-    from interrupt_bench.lm_eval_hook import last_engine_stats, replay_on_engine
+    from interrupt_bench.lm_eval_hook import replay_on_engine
 
     episodes, settings = sessions(lm, args)
     start = time.perf_counter()
-    transcripts, sent = replay_on_engine(lm, episodes, settings)
+    transcripts, sent, stats = replay_on_engine(lm, episodes, settings)
     seconds = time.perf_counter() - start
     contexts = [len(lm.tok_encode(p)) for p in sent.values()]
     return {
         "seconds": seconds,
         "tokens": useful_tokens(transcripts),
         "mean_context": sum(contexts) / max(len(contexts), 1),
-        "engine": asdict(last_engine_stats[-1]),
+        "engine": asdict(stats[-1]),
     }
 
 

@@ -162,9 +162,6 @@ class _SlotCache:
         k, v = self.keys[0], self.values[0]
         return len(self.keys) * k.shape[1] * k.shape[3] * (k.element_size() + v.element_size())
 
-    def nbytes(self) -> int:
-        return self.bytes_per_token() * self.rows * self.capacity
-
     def ensure_capacity(self, needed: int, max_bytes: float) -> None:
         if needed <= self.capacity:
             return

@@ -72,7 +72,7 @@ def truncate_tokens(lm: Any, text: str, budget: int) -> str:
     return ""
 
 
-def shares_budgets(lm: Any, mode: str) -> bool:
+def shares_budgets(mode: str) -> bool:
     """Whether one turn's requests go out through ``generate_until`` with one shared
     ``max_gen_toks`` (the largest budget) and are cut to their own budgets afterwards.
 
@@ -153,7 +153,7 @@ class _Responder:
     def _group(self, request: TurnRequest) -> str | None:
         """Requests that may share one ``max_gen_toks``; None: this one keeps its own."""
         settings = self.settings[request.session]
-        if not shares_budgets(self.lm, settings.get("turn_batching", "auto")):
+        if not shares_budgets(settings.get("turn_batching", "auto")):
             return None
         return json.dumps(settings.get("generation_kwargs", {}), sort_keys=True)
 
@@ -226,7 +226,7 @@ def engine_unsupported(lm: Any, settings: Sequence[dict[str, Any]]) -> str | Non
     engine serves lm-eval's ``hf`` causal models under ``turn_batching: auto``."""
     modes = {s.get("turn_batching", "auto") for s in settings}
     for mode in modes:
-        shares_budgets(lm, mode)  # validates
+        shares_budgets(mode)  # validates
     if modes != {"auto"}:
         return f"turn_batching {sorted(modes)}"
     from lm_eval.models.huggingface import HFLM
@@ -266,8 +266,10 @@ class _EngineSession:
             prompt = turn_prompt(self.lm, request, self.settings)
             self.sent[(request.session, request.turn)] = prompt
             self.asked = (prompt, turn_kwargs(self.settings, request.budget))
-            key = hash_args("generate_until", self.asked)
-            if self.hook is None or not self._greedy() or key not in self.hook.dbdict:
+            key = None
+            if self.hook is not None and self._greedy():
+                key = hash_args("generate_until", self.asked)
+            if key is None or key not in self.hook.dbdict:
                 stops = tuple(stop_strings(self.settings))
                 return Ask(self.lm.tok_encode(prompt), request.budget, stops)
             text = self.hook.dbdict[key]  # cached: the cut is known only from re-encoding
@@ -286,13 +288,11 @@ def eos_ids(lm: Any) -> set[int]:
     return ids
 
 
-last_engine_stats: list = []  # the latest run's EngineStats (benchmarks read them)
-
-
 def replay_on_engine(
     lm: Any, episodes: list[Episode], settings: list[dict[str, Any]]
-) -> tuple[list[Transcript], dict]:
-    """Replay on the session engine: one engine run per set of generation settings."""
+) -> tuple[list[Transcript], dict, list]:
+    """Replay on the session engine: one engine run per set of generation settings.
+    Returns the transcripts, the prompts sent, and each run's ``EngineStats``."""
     import torch
     from tqdm import tqdm
 
@@ -306,6 +306,7 @@ def replay_on_engine(
     batch = lm.batch_size if isinstance(lm.batch_size, int) else 32
     total = sum(sum(b > 0 for b in ep.turn_budgets()) for ep in episodes)
     bar = tqdm(total=total, desc="interrupt_bench turns", disable=getattr(lm, "rank", 0) != 0)
+    all_stats = []
     for key, members in groups.items():
         sampling = Sampling.from_generation_kwargs(json.loads(key), seed=torch.initial_seed())
         engine = SessionEngine(
@@ -322,6 +323,7 @@ def replay_on_engine(
             stats = engine.run(drivers)
         except (ValueError, MemoryError, NotImplementedError) as exc:
             raise SessionReplayError(f"session engine: {exc}") from None
+        all_stats.append(stats)
         log.info(
             "interrupt_bench engine: %d sessions, %d tokens generated, %d prefilled, %d "
             "reused from caches, %d forward passes (%d prefill: %.1f s, decode: %.1f s), up "
@@ -331,8 +333,7 @@ def replay_on_engine(
             stats.prefill_seconds, stats.decode_seconds, stats.max_rows,
         )  # fmt: skip
     bar.close()
-    last_engine_stats.append(stats)
-    return [run.transcript for run in runs], sent
+    return [run.transcript for run in runs], sent, all_stats
 
 
 def _transcript_record(transcript: Transcript, prompts_sent: dict, session: int) -> dict:
@@ -371,7 +372,7 @@ def interrupt_session(self: Any, requests: list[Any]) -> list[str]:
     why_not = engine_unsupported(self, settings)
     if why_not is None:
         log.info("interrupt_bench: %d sessions on the session engine", len(episodes))
-        transcripts, sent = replay_on_engine(self, episodes, settings)
+        transcripts, sent, _ = replay_on_engine(self, episodes, settings)
     else:
         log.info(
             "interrupt_bench: replaying %d sessions over %d turns through generate_until (%s)",

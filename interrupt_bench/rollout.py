@@ -50,7 +50,6 @@ class SessionTokens:
     sampled: list[bool] = field(default_factory=list)  # True where the model sampled the id
     logprobs: list[float] = field(default_factory=list)  # sampler's log-prob (0 elsewhere)
     turns_done: int = 0
-    fed: int = 0  # how many ids are in the KV cache
 
     def extend(self, ids: Sequence[int]) -> None:
         self.ids.extend(ids)
