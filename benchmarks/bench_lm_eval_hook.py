@@ -20,9 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from lm_eval_tasks import include_path
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -40,7 +41,7 @@ def main() -> None:
 
     from dataset_builder import build_dataset
     from interrupt_bench.config import get_config
-    from interrupt_bench.tiny_model import build_tiny_llama
+    from local_models.tiny_model import build_tiny_llama
 
     torch.set_num_threads(2)
     tmp = Path(tempfile.mkdtemp(prefix="bench-hook-"))
@@ -54,7 +55,7 @@ def main() -> None:
     )
     lm = HFLM(pretrained=str(model_dir), batch_size=args.batch_size, device="cpu", dtype="float32")
     manager = TaskManager(
-        include_path=str(ROOT / "lm_eval_tasks"),
+        include_path=include_path(),
         include_defaults=False,
         # The generic hook through generate_until (``auto`` would take the session engine
         # on an hf model; bench_real_model.py measures that).

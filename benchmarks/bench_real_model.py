@@ -10,7 +10,7 @@
   (e) the weight-read bound: the weights' bytes over this machine's measured read
       bandwidth (half its copy rate), one step per weight read.
 
-SmolLM2-135M-Instruct when it is cached (``python -m interrupt_bench.models fetch
+SmolLM2-135M-Instruct when it is cached (``interrupt-bench-models fetch
 smollm2-135m-instruct``), else a random-init Llama of its shape. The task's default shot
 (1 demonstration, chat template). Each path runs in its own process, so peak RSS is its
 own. Goals (issue 16): c at least 3x faster than b; a within 1.1x of c; c's tokens/s at
@@ -32,9 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from lm_eval_tasks import include_path
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
 TASK = {"default": "interrupt_bench"}  # other configs: interrupt_bench_<config>
 SMOLLM2 = "smollm2-135m-instruct"
 
@@ -45,14 +46,14 @@ def task_name(config: str) -> str:
 
 def model_dir(tmp: Path) -> tuple[Path, str]:
     """The cached SmolLM2, or a random-init Llama of its shape (with the tiny tokenizer)."""
-    from interrupt_bench import models
+    from local_models import registry as models
 
     if models.is_cached(SMOLLM2):
         return models.cached_path(SMOLLM2), "SmolLM2-135M-Instruct"
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from interrupt_bench.tiny_model import corpus, train_tokenizer
+    from local_models.tiny_model import corpus, train_tokenizer
 
     out = tmp / "random-smollm2-shape"
     if not out.exists():
@@ -90,7 +91,7 @@ def sessions(lm, args):
     from interrupt_bench.episodes import Episode
 
     manager = TaskManager(
-        include_path=str(ROOT / "lm_eval_tasks"), include_defaults=False,
+        include_path=include_path(), include_defaults=False,
         metadata={"dataset_path": args.data},
     )  # fmt: skip
     task = manager.load([task_name(args.config)])["tasks"][task_name(args.config)]
@@ -116,7 +117,7 @@ def path_a(lm, args) -> dict:
     from lm_eval.tasks import TaskManager
 
     manager = TaskManager(
-        include_path=str(ROOT / "lm_eval_tasks"), include_defaults=False,
+        include_path=include_path(), include_defaults=False,
         metadata={"dataset_path": args.data},
     )  # fmt: skip
     start = time.perf_counter()
@@ -138,8 +139,8 @@ def path_a(lm, args) -> dict:
 def path_b(lm, args) -> dict:
     import torch
 
-    from interrupt_bench.lm_eval_hook import stop_strings, turn_prompt
     from interrupt_bench.session import TurnResult, replay
+    from lm_eval_tasks.hook import stop_strings, turn_prompt
 
     episodes, settings = sessions(lm, args)
     model, tok = lm.model, lm.tokenizer
@@ -175,7 +176,7 @@ def path_b(lm, args) -> dict:
 def path_c(lm, args) -> dict:
     from dataclasses import asdict
 
-    from interrupt_bench.lm_eval_hook import replay_on_engine
+    from lm_eval_tasks.hook import replay_on_engine
 
     episodes, settings = sessions(lm, args)
     start = time.perf_counter()
@@ -197,7 +198,7 @@ def path_d(lm, args) -> dict:
     import torch
     from transformers import DynamicCache
 
-    from interrupt_bench.engine import Ask, SessionEngine
+    from local_models.engine import Ask, SessionEngine
 
     model = lm.model
     ctx, steps = max(int(args.context), 1), 32
@@ -301,7 +302,7 @@ def main() -> None:
     parser.add_argument("--context", type=float, default=512, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    from interrupt_bench import hardware
+    from local_models import hardware
 
     args.device = args.device or hardware.device()
     if args.dtype == "auto":

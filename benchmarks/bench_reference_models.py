@@ -15,7 +15,7 @@ GOAL_SECONDS = 15 * 60
 
 
 def main() -> None:
-    from interrupt_bench.reference_models import SIZES, build_reference_model
+    from local_models.reference import SIZES, build_reference_model
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

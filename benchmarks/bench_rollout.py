@@ -28,8 +28,8 @@ def main() -> None:
 
     from interrupt_bench.config import get_config
     from interrupt_bench.episodes import generate_split
-    from interrupt_bench.rollout import sample_sessions
-    from interrupt_bench.tiny_model import build_tiny_llama
+    from local_models.tiny_model import build_tiny_llama
+    from training.rollouts import sample_sessions
 
     torch.set_num_threads(2)
     model_dir = build_tiny_llama(

@@ -21,10 +21,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from interrupt_bench.config import SPLITS, EpisodeConfig
-from interrupt_bench.dataset import episode_features
+from dataset_builder.card import render_dataset_card
+from interrupt_bench.config import CONFIGS, SPLITS, EpisodeConfig
 from interrupt_bench.episodes import DEFAULT_SEED, GENERATOR_VERSION, generate_split
 from interrupt_bench.errors import InterruptBenchError
+from interrupt_bench.schema import episode_features
 from interrupt_bench.staging import staging_dir
 
 BUILD_INFO = "build_info.json"
@@ -123,8 +124,6 @@ def _keep_from(out: Path, tmp: Path, built: dict[str, list[str]]) -> None:
 
 
 def _config_from_info(name: str, info: dict) -> EpisodeConfig:
-    from interrupt_bench.config import CONFIGS
-
     if name in CONFIGS:
         return CONFIGS[name]
     fields = {k: v for k, v in info.items() if k != "counts"}
@@ -145,8 +144,6 @@ def build_dataset(
 
     Into an existing builder directory, only the given (config, split) pairs are
     rewritten and the rest is kept; ``replace=True`` writes exactly what is built."""
-    from dataset_builder.card import render_dataset_card
-
     start = time.perf_counter()
     out = Path(out).expanduser().absolute()
     configs = list({c.name: c for c in configs}.values())  # each config once

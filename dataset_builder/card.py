@@ -12,15 +12,16 @@ from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
 import yaml
-from jinja2 import FileSystemLoader, StrictUndefined
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from hub_cards import render_card
 from interrupt_bench.config import EpisodeConfig
-from interrupt_bench.dataset import HUB_DATASET_ID, episode_features
+from interrupt_bench.dataset import HUB_DATASET_ID
 from interrupt_bench.episodes import GENERATOR_VERSION, generate_episode
+from interrupt_bench.families import get_family
 from interrupt_bench.policies import policy_responder
+from interrupt_bench.schema import episode_features
 from interrupt_bench.session import replay
-from interrupt_bench.tasks import FAMILIES, get_family
+from interrupt_bench.tasks import FAMILIES
 
 if TYPE_CHECKING:
     from dataset_builder.build import BuildReport
@@ -32,19 +33,6 @@ SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"
 def size_category(n: int) -> str:
     """The Hub's ``size_categories`` tag for ``n`` examples."""
     return next((tag for limit, tag in SIZE_CATEGORIES if n < limit), "1M<n<10M")
-
-
-HUB_CARDS = Path(__file__).resolve().parents[1] / "hub_cards"
-
-
-def card_environment() -> ImmutableSandboxedEnvironment:
-    return ImmutableSandboxedEnvironment(
-        loader=FileSystemLoader(str(HUB_CARDS)),
-        undefined=StrictUndefined,
-        autoescape=False,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
 
 
 def front_matter(configs: Sequence[EpisodeConfig], report: BuildReport, root: Path) -> dict:
@@ -108,4 +96,4 @@ def render_dataset_card(configs: Sequence[EpisodeConfig], report: BuildReport, r
         "families": [get_family(name) for name in sorted(families) if name in FAMILIES],
         "example": example_transcript(example_config, report.seed),
     }
-    return card_environment().get_template("dataset_card.md.j2").render(**context).strip() + "\n"
+    return render_card("dataset_card.md.j2", **context).strip() + "\n"

@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from dataset_builder.build import build_dataset
-    from dataset_builder.hub import push_to_hub
     from dataset_builder.summary import summarise
+    from hub_cards.push import push_to_hub
 
     if args.command == "configs":
         for c in CONFIGS.values():

@@ -1,6 +1,10 @@
-"""interrupt-bench core: everything the dataset builder, the lm-eval task pack and the
-training script share (task families, checkers, episodes, tag parsing, scoring, the
-session replay loop), so that each fact lives in exactly one place."""
+"""interrupt-bench's protocol (docs/protocol.md): task families, checkers, configs,
+episodes and their row schema, tags, prompts, scoring, controls, reference policies,
+demonstrations, the session loop and dataset loading.
+
+Every front end (``dataset_builder``, ``lm_eval_tasks``, ``training``, ``local_models``,
+``commands``) imports this package; it imports none of them, nor lm-eval, peft,
+accelerate, torch or transformers (``tests/test_layout.py``)."""
 
 from interrupt_bench.config import CONFIGS, EpisodeConfig, get_config
 from interrupt_bench.episodes import GENERATOR_VERSION, Episode, generate_episode

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from interrupt_bench.errors import ConfigError
+from interrupt_bench.families import get_family
 
 DEFAULT_FAMILIES = ("math", "translation", "ordering")
 SPLITS = ("train", "validation", "test")
@@ -69,8 +70,6 @@ class EpisodeConfig:
             raise ConfigError(f"{where}: `difficulty` is {self.difficulty}; use 1, 2 or 3")
         if not self.families:
             raise ConfigError(f"{where}: `families` is empty; name at least one task family")
-        from interrupt_bench.tasks import get_family
-
         for family in self.families:
             get_family(family)
         for split, size in self.split_sizes.items():

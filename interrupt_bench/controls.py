@@ -8,11 +8,11 @@ import dataclasses
 
 from interrupt_bench.episodes import Episode
 
-GENEROUS_CAP = 256
+CONTROL_BUDGET = 256
 CONDITIONS = ("interrupted", "nocut", "single")
 
 
-def nocut(episode: Episode, cap: int = GENEROUS_CAP) -> Episode:
+def nocut(episode: Episode, cap: int = CONTROL_BUDGET) -> Episode:
     return dataclasses.replace(
         episode,
         budgets=tuple(max(b, cap) for b in episode.budgets),
@@ -20,7 +20,7 @@ def nocut(episode: Episode, cap: int = GENEROUS_CAP) -> Episode:
     )
 
 
-def single(episode: Episode, cap: int = GENEROUS_CAP) -> list[Episode]:
+def single(episode: Episode, cap: int = CONTROL_BUDGET) -> list[Episode]:
     return [
         dataclasses.replace(
             episode,
@@ -33,7 +33,7 @@ def single(episode: Episode, cap: int = GENEROUS_CAP) -> list[Episode]:
     ]
 
 
-def sessions_for(episode: Episode, condition: str, cap: int = GENEROUS_CAP) -> list[Episode]:
+def sessions_for(episode: Episode, condition: str, cap: int = CONTROL_BUDGET) -> list[Episode]:
     """The sessions to replay for one episode under a condition."""
     if condition == "interrupted":
         return [episode]

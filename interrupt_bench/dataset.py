@@ -11,43 +11,13 @@ from pathlib import Path
 
 from interrupt_bench.episodes import Episode, check_budgets
 from interrupt_bench.errors import DatasetError
+from interrupt_bench.schema import episode_features
 
 HUB_DATASET_ID = "interrupt-bench/interrupt-bench"
 BUILD_HINT = (
     "build it offline with `python -m dataset_builder build --out DIR` and pass that "
     f"directory, or pass a Hub dataset id (default {HUB_DATASET_ID!r})"
 )
-
-
-def episode_features():
-    """The ``datasets.Features`` of an episode row (one row per episode)."""
-    from datasets import Features, List, Value
-
-    task = {
-        "task_id": Value("int32"),
-        "family": Value("string"),
-        "kind": Value("string"),
-        "question": Value("string"),
-        "answer": Value("string"),
-        "checker": Value("string"),
-        "accepted": List(Value("string")),
-        "tolerance": Value("float64"),
-        "target_language": Value("string"),
-    }
-    return Features(
-        {
-            "episode_id": Value("string"),
-            "config": Value("string"),
-            "split": Value("string"),
-            "index": Value("int32"),
-            "seed": Value("int64"),
-            "generator_version": Value("string"),
-            "n_tasks": Value("int32"),
-            "budgets": List(Value("int32")),
-            "closing_budget": Value("int32"),
-            "tasks": List(task),
-        }
-    )
 
 
 def check_parquet_files(directory: Path, config: str | None = None) -> None:

@@ -12,9 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from interrupt_bench.config import SPLITS, EpisodeConfig
+from interrupt_bench.checkers import CHECKERS
+from interrupt_bench.config import CONFIGS, SPLITS, EpisodeConfig
 from interrupt_bench.errors import DatasetError
-from interrupt_bench.tasks import Task, get_family
+from interrupt_bench.families import get_family
+from interrupt_bench.schema import ROW_FIELDS
+from interrupt_bench.tasks import Task
 
 # Bump when a change to generation alters any row for the same seed.
 GENERATOR_VERSION = "1.0.0"
@@ -47,18 +50,11 @@ class Episode:
         return list(self.budgets) + ([self.closing_budget] if self.closing_budget > 0 else [])
 
     def to_row(self) -> dict[str, Any]:
-        return {
-            "episode_id": self.episode_id,
-            "config": self.config,
-            "split": self.split,
-            "index": self.index,
-            "seed": self.seed,
-            "generator_version": self.generator_version,
-            "n_tasks": self.n_tasks,
-            "budgets": list(self.budgets),
-            "closing_budget": self.closing_budget,
-            "tasks": [{"task_id": i + 1, **t.to_dict()} for i, t in enumerate(self.tasks)],
-        }
+        """The dataset row (columns in :data:`interrupt_bench.schema.ROW_COLUMNS`)."""
+        row = {name: getattr(self, name) for name in ROW_FIELDS}
+        row["budgets"] = list(self.budgets)
+        row["tasks"] = [{"task_id": i + 1, **t.to_dict()} for i, t in enumerate(self.tasks)]
+        return row
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Episode:
@@ -109,8 +105,6 @@ class Episode:
         ids = [t.get("task_id") for t in tasks_raw]
         if ids != list(range(1, n_tasks + 1)):
             raise bad(f"task ids {ids} are not 1..{n_tasks} in order")
-        from interrupt_bench.checkers import CHECKERS
-
         for t in tasks:
             if t.checker not in CHECKERS:
                 raise bad(f"unknown checker {t.checker!r}")
@@ -134,8 +128,6 @@ def check_budgets(episode: Episode) -> None:
     """Raise DatasetError when a row of a shipped config has a budget outside that config's
     interval (or a closing budget other than its own): such a row was edited or corrupted,
     and the model must not be blamed for what it does with it."""
-    from interrupt_bench.config import CONFIGS
-
     config = CONFIGS.get(episode.config)
     if config is None:
         return
@@ -150,18 +142,6 @@ def check_budgets(episode: Episode) -> None:
         )
 
 
-ROW_FIELDS = (
-    "episode_id",
-    "config",
-    "split",
-    "index",
-    "seed",
-    "generator_version",
-    "n_tasks",
-    "budgets",
-    "closing_budget",
-    "tasks",
-)
 
 
 def episode_seed(base_seed: int, config: str, split: str, index: int) -> int:

@@ -1,4 +1,4 @@
-"""Reference policies that pin the metrics end to end (../shared/protocol.md).
+"""Reference policies that pin the metrics end to end (docs/protocol.md).
 
 *oracle* answers, in order, every earlier task it has not answered yet and then the
 current one; *no-resume* answers only the current task. Both write answer tags only and

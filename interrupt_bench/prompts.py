@@ -1,27 +1,13 @@
-"""The prompt texts, each rendered from one jinja2 template in ``interrupt_bench/templates/``.
-
-Templates run in jinja2's immutable sandbox with strict undefined variables: nothing a
-model writes (or a dataset row holds) is ever evaluated as code."""
+"""The prompt texts, each rendered from one jinja2 template in ``interrupt_bench/templates/``
+(through the sandboxed environment of :mod:`interrupt_bench.templating`)."""
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
-from jinja2 import FileSystemLoader, StrictUndefined
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from interrupt_bench.templating import environment, package_dir
 
-PROMPT_DIR = Path(__file__).parent / "templates"
-
-
-@functools.cache
-def environment(directory: str | Path = PROMPT_DIR) -> ImmutableSandboxedEnvironment:
-    return ImmutableSandboxedEnvironment(
-        loader=FileSystemLoader(str(directory)),
-        undefined=StrictUndefined,
-        keep_trailing_newline=False,
-        autoescape=False,
-    )
+PROMPT_DIR = package_dir("interrupt_bench", "templates")
 
 
 def render(name: str, directory: str | Path = PROMPT_DIR, **values: object) -> str:

@@ -1,4 +1,4 @@
-"""The metrics of ../shared/protocol.md for one episode, and how they aggregate.
+"""The metrics of docs/protocol.md for one episode, and how they aggregate.
 
 turn(k) is the assistant turn right after question k (index k-1); the closing turn, if
 any, comes last. Tags naming a task not asked yet at that turn (or no task at all) are
@@ -20,6 +20,17 @@ from interrupt_bench.tags import ParsedTurn, parse_turn
 MEAN_METRICS = ("accuracy", "reattempts", "reattempt_rate", "answer_rate", "format_rate")
 # Metrics that are a ratio of sums over all tasks (episodes with nothing to count do not count).
 RATIO_METRICS = ("resumption_rate",)
+
+
+def lm_eval_metrics() -> dict[str, str]:
+    """Every metric the lm-eval tasks report -> its aggregation: ``mean`` over episodes,
+    or ``ratio`` (sum of numerators / sum of denominators). The task YAML's
+    ``metric_list`` is generated from this, and ``EpisodeScore.items`` gives these keys."""
+    return {
+        **dict.fromkeys(MEAN_METRICS, "mean"),
+        **dict.fromkeys(RATIO_METRICS, "ratio"),
+        **{f"accuracy_{family}": "ratio" for family in DEFAULT_FAMILIES},
+    }
 
 
 @dataclass(frozen=True)
@@ -114,13 +125,9 @@ class EpisodeScore:
         results): plain values are averaged over episodes; ``(numerator, denominator)``
         pairs are summed first, so a ratio weighs every task, not every episode."""
         out: dict[str, float | tuple[int, int]] = {
-            "accuracy": self.accuracy,
-            "reattempts": float(self.reattempts),
-            "reattempt_rate": self.reattempt_rate,
-            "answer_rate": self.answer_rate,
-            "format_rate": self.format_rate,
-            "resumption_rate": (self.resumption_num, self.resumption_den),
+            name: float(getattr(self, name)) for name in MEAN_METRICS
         }
+        out["resumption_rate"] = (self.resumption_num, self.resumption_den)
         for family in DEFAULT_FAMILIES:
             out[f"accuracy_{family}"] = self.family_counts.get(family, (0, 0))
         return out

@@ -4,7 +4,7 @@ reference policies.
 :class:`SessionRun` is one episode in progress. :func:`replay` drives many
 turn-synchronously: at turn t every episode still running sends its request, and a
 *responder* answers the whole batch at once (one ``generate_until`` call or a scripted
-policy); the session engine (``interrupt_bench.engine``) drives them continuously
+policy); the session engine (``local_models.engine``) drives them continuously
 instead. Budget-0 turns never reach a model: its message is empty and the next question
 follows."""
 
@@ -107,7 +107,7 @@ def conversation(
 class SessionRun:
     """One episode being replayed, one turn at a time: :meth:`request` is the turn that
     needs the model now, :meth:`record` takes its answer. Turn-synchronous :func:`replay`
-    and the continuously batched engine (``interrupt_bench.engine``) both drive it."""
+    and the continuously batched engine (``local_models.engine``) both drive it."""
 
     def __init__(self, episode: Episode, session: int = 0, system: bool = True):
         self.transcript = Transcript(episode)

@@ -1,4 +1,4 @@
-"""The tag grammar of ../shared/protocol.md, parsed leniently and without ever raising.
+"""The tag grammar of docs/protocol.md, parsed leniently and without ever raising.
 
 Model side: ``<thinking task=k>…</thinking>`` and ``<answer task=k>…</answer>``. Tag and
 attribute names are case-insensitive, the value may be bare or quoted, whitespace is

@@ -6,12 +6,13 @@ generator that made it."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from interrupt_bench.errors import ConfigError
+from interrupt_bench.checkers import check
 
 
 @dataclass(frozen=True)
@@ -28,21 +29,12 @@ class Task:
     target_language: str = "en"
 
     def check(self, response: str) -> bool:
-        from interrupt_bench.checkers import check
-
         return check(self, response)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "family": self.family,
-            "kind": self.kind,
-            "question": self.question,
-            "answer": self.answer,
-            "checker": self.checker,
-            "accepted": list(self.accepted),
-            "tolerance": float(self.tolerance),
-            "target_language": self.target_language,
-        }
+        """The task's columns of a dataset row (all but ``task_id``)."""
+        return {**dataclasses.asdict(self), "accepted": list(self.accepted),
+                "tolerance": float(self.tolerance)}  # fmt: skip
 
 
 Generator = Callable[[random.Random, int], Task]
@@ -64,7 +56,8 @@ FAMILIES: dict[str, Family] = {}
 def register_family(name: str, description: str = "", kinds: tuple[str, ...] = ()):
     """Decorator: add a generator to the registry under ``name``.
 
-    New families live in their own module and register themselves; nothing else changes."""
+    New families live in their own module and register themselves; nothing else changes.
+    :func:`interrupt_bench.families.get_family` looks them up."""
 
     def decorate(fn: Generator) -> Generator:
         if name in FAMILIES:
@@ -73,17 +66,3 @@ def register_family(name: str, description: str = "", kinds: tuple[str, ...] = (
         return fn
 
     return decorate
-
-
-def get_family(name: str) -> Family:
-    import interrupt_bench.families  # noqa: F401  (registers the built-in families)
-
-    try:
-        return FAMILIES[name]
-    except KeyError:
-        known = ", ".join(sorted(FAMILIES))
-        raise ConfigError(
-            f"unknown task family {name!r}; known families: {known}. "
-            "Fix the config's `families` list or register the family with "
-            "interrupt_bench.tasks.register_family."
-        ) from None

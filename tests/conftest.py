@@ -32,7 +32,7 @@ def small_dataset(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """An untrained Llama with a trained tokenizer and a strict chat template."""
-    from interrupt_bench.tiny_model import build_tiny_llama
+    from local_models.tiny_model import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama")
 
@@ -40,7 +40,7 @@ def tiny_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def mini(tmp_path_factory) -> Path:
     """The miniature reference model, built through the same code path as the real ones."""
-    from interrupt_bench.reference_models import build_reference_model
+    from local_models.reference import build_reference_model
 
     return build_reference_model(
         "mini", tmp_path_factory.mktemp("ref") / "mini", seed=0, progress=False

@@ -12,9 +12,8 @@ from lm_eval import simple_evaluate
 from lm_eval.tasks import TaskManager
 
 from interrupt_bench.dataset import load_episodes
-from interrupt_bench.reference_lm import PolicyLM
-
-ROOT = Path(__file__).resolve().parents[1]
+from lm_eval_tasks import include_path
+from lm_eval_tasks.scripted_lm import PolicyLM
 
 
 def main(dataset: str, out: str) -> None:
@@ -23,7 +22,7 @@ def main(dataset: str, out: str) -> None:
     episodes = load_episodes(dataset, "default", "test")
     lm = PolicyLM(episodes, "oracle", rank=rank, world_size=world)
     manager = TaskManager(
-        include_path=str(ROOT / "lm_eval_tasks"),
+        include_path=include_path(),
         include_defaults=False,
         metadata={"dataset_path": dataset},
     )

@@ -15,7 +15,7 @@ import yaml
 
 from dataset_builder import build_dataset
 from dataset_builder.build import BuildError
-from dataset_builder.hub import HubError, push_to_hub
+from hub_cards.push import HubError, push_to_hub
 from interrupt_bench.config import CONFIGS, get_config
 from interrupt_bench.dataset import load_episodes
 from interrupt_bench.episodes import Episode, generate_episode

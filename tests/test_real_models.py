@@ -1,5 +1,5 @@
 """The real pretrained models, end to end. Marked ``real_model`` and skipped unless the
-model is in the cache (``python -m interrupt_bench.models fetch smollm2-135m-instruct``
+model is in the cache (``interrupt-bench-models fetch smollm2-135m-instruct``
 and ``... fetch gemma-3-270m``): CI downloads no model. Run them with
 ``pytest -m real_model -v``."""
 
@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from interrupt_bench import models
+from local_models import registry as models
 
 from .test_lm_eval_cli import run_lm_eval
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.real_model
 
 def need(name: str):
     if not models.is_cached(name):
-        pytest.skip(f"{name} is not cached: python -m interrupt_bench.models fetch {name}")
+        pytest.skip(f"{name} is not cached: interrupt-bench-models fetch {name}")
     return models.model_path(name)
 
 

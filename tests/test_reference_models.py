@@ -7,15 +7,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from interrupt_bench.config import get_config
 from interrupt_bench.episodes import generate_episode
-from interrupt_bench.reference_models import (
+from interrupt_bench.session import conversation
+from local_models.reference import (
     SIZES,
     build_reference_model,
+    lm_training_rows,
     reference_model,
     session_examples,
     sft_example,
-    task_rows,
 )
-from interrupt_bench.session import conversation
 
 
 def test_mini_is_a_loadable_hf_directory(mini):
@@ -47,13 +47,13 @@ def test_push_names_the_fix_and_keeps_the_model(mini, tmp_path):
     import subprocess
     import sys
 
-    import interrupt_bench.reference_models as rm
+    import local_models.reference as rm
 
     cache = tmp_path / "cache" / "models"
     cached = cache / f"mini-seed0-v{rm.BUILD_VERSION}"
     shutil.copytree(mini, cached)
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
-    command = [sys.executable, "-m", "interrupt_bench.reference_models", "push", "--size", "mini"]
+    command = [sys.executable, "-m", "local_models.reference", "push", "--size", "mini"]
     env = {**base_env, "INTERRUPT_BENCH_CACHE": str(tmp_path / "cache")}
     no_token = {**env, "HF_TOKEN_PATH": str(tmp_path / "no-token")}
     proc = subprocess.run(
@@ -61,7 +61,8 @@ def test_push_names_the_fix_and_keeps_the_model(mini, tmp_path):
     )
     assert proc.returncode == 2
     assert "no Hugging Face token found: set HF_TOKEN" in proc.stderr
-    assert "reference_models push --size mini --seed 0 someone/ib-mini" in proc.stderr
+    retry = "interrupt-bench-reference-models push --size mini --seed 0 someone/ib-mini"
+    assert retry in proc.stderr
     assert "pretrained=someone/ib-mini" in (cached / "README.md").read_text()
     unreachable = {**env, "HF_TOKEN": "hf_test", "HF_ENDPOINT": "http://127.0.0.1:9"}
     proc = subprocess.run(
@@ -107,7 +108,7 @@ def test_sft_loss_is_on_assistant_tokens_only(mini):
 def test_task_phase_packs_question_answer_chats(mini):
     tok = AutoTokenizer.from_pretrained(mini)
     size = SIZES["mini"]
-    rows = task_rows(tok, size, seed=0)
+    rows = lm_training_rows(tok, size, seed=0)
     assert rows and all(len(ids) == len(mask) <= size.pack_length for ids, mask in rows)
     ids, mask = rows[0]
     trained = tok.decode([i for i, m in zip(ids, mask) if m], skip_special_tokens=True)
@@ -142,7 +143,7 @@ def test_same_seed_same_weights_and_cache_reuse(mini, tmp_path):
 def test_a_model_cached_by_another_recipe_is_rebuilt_not_reused(mini, tmp_path, capsys):
     import shutil
 
-    import interrupt_bench.reference_models as rm
+    import local_models.reference as rm
 
     cache = tmp_path / "cache"
     cached = cache / f"mini-seed0-v{rm.BUILD_VERSION}"
@@ -168,7 +169,7 @@ def test_main_job_on_a_miniature(mini, tmp_path):
         [
             sys.executable,
             "-m",
-            "interrupt_bench.main_job",
+            "commands.evaluate",
             "--out",
             str(tmp_path),
             "--model",

@@ -12,7 +12,7 @@ from .conftest import ROOT
 
 def _run(*args):
     proc = subprocess.run(
-        [sys.executable, "-m", "interrupt_bench.reproduce", *args],
+        [sys.executable, "-m", "commands.reproduce", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -72,8 +72,8 @@ def test_training_curves_smooth_with_a_trailing_window():
 
 
 def test_model_rows_name_the_adapter_and_keep_model_args(tmp_path):
-    from interrupt_bench.hardware import best_dtype
-    from interrupt_bench.reproduce import parse_model
+    from commands.reproduce import parse_model
+    from local_models.hardware import best_dtype
 
     (tmp_path / "small").mkdir()
     spec = parse_model(str(tmp_path / "small"))

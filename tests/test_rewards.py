@@ -1,7 +1,9 @@
 import pytest
 
 from interrupt_bench.episodes import Episode
-from interrupt_bench.rewards import (
+from interrupt_bench.scoring import score_episode
+from interrupt_bench.tasks import Task
+from training.rewards import (
     RewardWeights,
     advantages,
     answer_once_rate,
@@ -9,8 +11,6 @@ from interrupt_bench.rewards import (
     resumed_rate,
     reward,
 )
-from interrupt_bench.scoring import score_episode
-from interrupt_bench.tasks import Task
 
 TASKS = tuple(Task("math", "add", f"{i} + {i}", str(2 * i), checker="number") for i in (1, 2))
 EPISODE = Episode("e", "default", "test", 0, 0, "t", (5, 5), 50, TASKS)

@@ -8,7 +8,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from interrupt_bench.config import get_config
 from interrupt_bench.episodes import generate_split
-from interrupt_bench.rollout import sample_sessions, turn_deltas
+from local_models.chat import turn_deltas
+from training.rollouts import sample_sessions
 
 
 @pytest.fixture(scope="module")

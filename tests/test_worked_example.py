@@ -1,4 +1,4 @@
-"""The worked example of ../shared/protocol.md, turn for turn."""
+"""The worked example of docs/protocol.md, turn for turn."""
 
 import math
 

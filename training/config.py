@@ -14,10 +14,10 @@ from typing import Any
 import yaml
 
 from interrupt_bench.errors import ConfigError
-from interrupt_bench.rewards import BASELINES
+from training.rewards import BASELINES
 
 
-def _f(default: Any, help: str, **kw: Any) -> Any:
+def option(default: Any, help: str, **kw: Any) -> Any:
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata={"help": help, **kw})
     return field(default=default, metadata={"help": help, **kw})
@@ -26,74 +26,82 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 @dataclass
 class TrainConfig:
     # model and data
-    model_name_or_path: str = _f("", "base model: a Hub id or a local Hugging Face directory")
-    dataset_path: str = _f(
+    model_name_or_path: str = option("", "base model: a Hub id or a local Hugging Face directory")
+    dataset_path: str = option(
         "interrupt-bench/interrupt-bench", "Hub dataset id or a builder directory"
     )
-    dataset_config: str = _f("default", "dataset config (see `python -m dataset_builder configs`)")
-    output_dir: str = _f("out/reinforce", "where the adapter, checkpoints and logs go")
-    chat: bool = _f(True, "use the model's chat template (false: plain User:/Assistant: text)")
+    dataset_config: str = option(
+        "default", "dataset config (see `python -m dataset_builder configs`)"
+    )
+    output_dir: str = option("out/reinforce", "where the adapter, checkpoints and logs go")
+    chat: bool = option(True, "use the model's chat template (false: plain User:/Assistant: text)")
     # REINFORCE
-    max_steps: int = _f(200, "optimizer steps", min=1)
-    episodes_per_step: int = _f(8, "episodes per step per process", min=1)
-    samples_per_episode: int = _f(4, "K samples per episode (the RLOO group)", min=1)
-    temperature: float = _f(
+    max_steps: int = option(200, "optimizer steps", min=1)
+    episodes_per_step: int = option(8, "episodes per step per process", min=1)
+    samples_per_episode: int = option(4, "K samples per episode (the RLOO group)", min=1)
+    temperature: float = option(
         1.0, "sampling temperature of rollouts (log-probs use it too)", min=0.01
     )
-    baseline: str = _f("rloo", f"one of {', '.join(BASELINES)}", choices=BASELINES)
-    running_mean_decay: float = _f(0.9, "decay of the running-mean baseline", min=0.0, max=1.0)
-    normalize_advantages: bool = _f(False, "divide advantages by their standard deviation")
-    reward_accuracy: float = _f(1.0, "reward weight of accuracy (the paper's reward)")
-    reward_reattempts: float = _f(
+    baseline: str = option("rloo", f"one of {', '.join(BASELINES)}", choices=BASELINES)
+    running_mean_decay: float = option(0.9, "decay of the running-mean baseline", min=0.0, max=1.0)
+    normalize_advantages: bool = option(False, "divide advantages by their standard deviation")
+    reward_accuracy: float = option(1.0, "reward weight of accuracy (the paper's reward)")
+    reward_reattempts: float = option(
         0.0, "reward weight of the re-attempt rate (pays for any tag naming an earlier task)"
     )
-    reward_resumption: float = _f(
+    reward_resumption: float = option(
         0.0, "reward weight of answering, later, tasks left unanswered in their own turn"
     )
-    reward_format: float = _f(0.0, "reward weight of the format rate")
-    reward_answer_once: float = _f(0.0, "reward weight of answering each task exactly once")
-    kl_coef: float = _f(0.0, "KL penalty to the base model (adapter disabled), 0 = off", min=0.0)
+    reward_format: float = option(0.0, "reward weight of the format rate")
+    reward_answer_once: float = option(0.0, "reward weight of answering each task exactly once")
+    kl_coef: float = option(
+        0.0, "KL penalty to the base model (adapter disabled), 0 = off", min=0.0
+    )
     # optimisation
-    learning_rate: float = _f(1e-4, "AdamW learning rate", min=0.0)
-    weight_decay: float = _f(0.0, "AdamW weight decay", min=0.0)
-    warmup_steps: int = _f(0, "linear warm-up steps", min=0)
-    max_grad_norm: float = _f(1.0, "gradient clipping (0 = off)", min=0.0)
-    micro_batch_size: int = _f(8, "sequences per forward/backward; the rest is accumulated", min=1)
-    gradient_checkpointing: bool = _f(
+    learning_rate: float = option(1e-4, "AdamW learning rate", min=0.0)
+    weight_decay: float = option(0.0, "AdamW weight decay", min=0.0)
+    warmup_steps: int = option(0, "linear warm-up steps", min=0)
+    max_grad_norm: float = option(1.0, "gradient clipping (0 = off)", min=0.0)
+    micro_batch_size: int = option(
+        8, "sequences per forward/backward; the rest is accumulated", min=1
+    )
+    gradient_checkpointing: bool = option(
         False, "recompute activations in the backward pass (less memory, more time)"
     )
     # LoRA
-    lora_r: int = _f(16, "LoRA rank", min=1)
-    lora_alpha: int = _f(32, "LoRA alpha", min=1)
-    lora_dropout: float = _f(0.0, "LoRA dropout", min=0.0, max=1.0)
-    lora_target_modules: list = _f(["q_proj", "k_proj", "v_proj", "o_proj"], "modules to adapt")
+    lora_r: int = option(16, "LoRA rank", min=1)
+    lora_alpha: int = option(32, "LoRA alpha", min=1)
+    lora_dropout: float = option(0.0, "LoRA dropout", min=0.0, max=1.0)
+    lora_target_modules: list = option(["q_proj", "k_proj", "v_proj", "o_proj"], "modules to adapt")
     # evaluation, collapse guard, checkpoints, logs
-    eval_every: int = _f(20, "greedy validation every N steps (0 = never)", min=0)
-    eval_episodes: int = _f(32, "validation episodes per evaluation", min=1)
-    min_entropy: float = _f(0.0, "collapse guard: act when entropy per token falls below", min=0.0)
-    max_entropy: float = _f(
+    eval_every: int = option(20, "greedy validation every N steps (0 = never)", min=0)
+    eval_episodes: int = option(32, "validation episodes per evaluation", min=1)
+    min_entropy: float = option(
+        0.0, "collapse guard: act when entropy per token falls below", min=0.0
+    )
+    max_entropy: float = option(
         0.0,
         "collapse guard: act when entropy per token rises above (0 = off); a policy that "
         "drifts to noise loses the format before the greedy validation shows it",
         min=0.0,
     )
-    max_val_drop: float = _f(
+    max_val_drop: float = option(
         1.0, "collapse guard: act when validation reward falls this far below the best", min=0.0
     )
-    on_collapse: str = _f(
+    on_collapse: str = option(
         "stop",
         "what the guard does: stop (keep the best adapter) or rollback",
         choices=("stop", "rollback"),
     )
-    save_every: int = _f(20, "checkpoint every N steps (0 = only at the end)", min=0)
-    save_total_limit: int = _f(2, "checkpoints kept", min=1)
-    resume: bool = _f(False, "continue from the newest checkpoint in output_dir")
-    sample_every: int = _f(10, "write a sample transcript every N steps", min=1)
-    seed: int = _f(0, "seed of data order, sampling and initialisation")
-    check_logprobs: bool = _f(
+    save_every: int = option(20, "checkpoint every N steps (0 = only at the end)", min=0)
+    save_total_limit: int = option(2, "checkpoints kept", min=1)
+    resume: bool = option(False, "continue from the newest checkpoint in output_dir")
+    sample_every: int = option(10, "write a sample transcript every N steps", min=1)
+    seed: int = option(0, "seed of data order, sampling and initialisation")
+    check_logprobs: bool = option(
         True, "on the first step, check recomputed log-probs match the sampler's"
     )
-    push_to_hub: str = _f("", "Hub repo id to push the adapter and card to (needs HF_TOKEN)")
+    push_to_hub: str = option("", "Hub repo id to push the adapter and card to (needs HF_TOKEN)")
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):

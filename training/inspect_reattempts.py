@@ -18,7 +18,7 @@ import json
 from interrupt_bench.dataset import load_episodes
 from interrupt_bench.scoring import REATTEMPT_KINDS, aggregate, reattempt_kinds
 from training.config import TrainConfig
-from training.reinforce import rollout
+from training.reinforce import sample_transcripts
 
 
 def inspect(
@@ -49,7 +49,7 @@ def inspect(
     eps = load_episodes(dataset_path, config, split, limit=episodes)
     repeats = max(samples, 1)
     cfg = TrainConfig(model_name_or_path=model_path, chat=bool(tokenizer.chat_template))
-    transcripts, _ = rollout(
+    transcripts, _ = sample_transcripts(
         model, tokenizer, [e for e in eps for _ in range(repeats)], cfg, greedy=samples == 0
     )
     totals = dict.fromkeys(REATTEMPT_KINDS, 0)

@@ -31,11 +31,11 @@ import torch
 
 from interrupt_bench.dataset import load_episodes
 from interrupt_bench.errors import ConfigError, InterruptBenchError
-from interrupt_bench.rewards import RewardWeights, advantages, normalise, reward
-from interrupt_bench.rollout import sample_sessions
 from interrupt_bench.scoring import aggregate
 from training.config import TrainConfig, parse_config
-from training.report import plot_curves, write_model_card
+from training.report import plot_curves, write_adapter_card
+from training.rewards import RewardWeights, advantages, normalise, reward
+from training.rollouts import sample_sessions
 
 
 def load_model(cfg: TrainConfig):
@@ -67,7 +67,9 @@ def load_model(cfg: TrainConfig):
     return tokenizer, get_peft_model(base, lora)
 
 
-def rollout(model, tokenizer, episodes, cfg: TrainConfig, greedy: bool = False, seed: int = 0):
+def sample_transcripts(
+    model, tokenizer, episodes, cfg: TrainConfig, greedy: bool = False, seed: int = 0
+):
     """Sample one session per episode on the session engine; returns transcripts and
     the rollouts (token records per session, engine figures)."""
     was_training = model.training
@@ -142,11 +144,11 @@ def token_logprobs(model, ids, attn, temperature: float, mask: torch.Tensor):
     return logp.masked_scatter(where, picked), ent.masked_scatter(where, entropy)
 
 
-def evaluate(model, tokenizer, episodes, cfg, weights, accelerator) -> dict[str, float]:
+def greedy_metrics(model, tokenizer, episodes, cfg, weights, accelerator) -> dict[str, float]:
     """Greedy sessions on held-out episodes (this rank's shard), averaged over ranks."""
     shard = episodes[accelerator.process_index :: accelerator.num_processes]
     with accelerator.autocast():
-        transcripts, _ = rollout(
+        transcripts, _ = sample_transcripts(
             accelerator.unwrap_model(model), tokenizer, shard, cfg, greedy=True
         )
     scores = [t.score() for t in transcripts]
@@ -276,7 +278,7 @@ def train(argv: list[str] | None = None) -> int:
         state["data_pos"] = (state["data_pos"] + per_step) % len(run.train)
         t0 = time.perf_counter()
         with accelerator.autocast():
-            transcripts, rollouts = rollout(
+            transcripts, rollouts = sample_transcripts(
                 accelerator.unwrap_model(model),
                 run.tokenizer,
                 [e for e in episodes for _ in range(K)],
@@ -449,7 +451,7 @@ def start_or_resume(run: Run) -> dict:
     if cfg.eval_every and state["step"] == 0:
         # Validate the starting policy, so the guard and best/ measure against it: without
         # this a run that only gets worse keeps its first evaluated (already worse) adapter.
-        record = {"step": 0, **evaluate(run.model, run.tokenizer, run.val, cfg, run.weights,
+        record = {"step": 0, **greedy_metrics(run.model, run.tokenizer, run.val, cfg, run.weights,
                                         accelerator)}  # fmt: skip
         state["best_val"] = record["val_reward"]
         run.save_adapter(output_dir / "best")
@@ -543,7 +545,9 @@ def guarded_step(run: Run, loss: float, step: int):
 def validate(run: Run, state: dict, record: dict) -> None:
     """Greedy validation into ``record``; keep the best adapter; the collapse guard."""
     cfg = run.cfg
-    record.update(evaluate(run.model, run.tokenizer, run.val, cfg, run.weights, run.accelerator))
+    record.update(
+        greedy_metrics(run.model, run.tokenizer, run.val, cfg, run.weights, run.accelerator)
+    )
     best = state["best_val"]
     if best is None or record["val_reward"] > best:
         state["best_val"] = record["val_reward"]
@@ -562,7 +566,7 @@ def finish(run: Run, state: dict) -> None:
     cfg, accelerator, output_dir = run.cfg, run.accelerator, run.output_dir
     accelerator.wait_for_everyone()
     final = (
-        evaluate(run.model, run.tokenizer, run.val, cfg, run.weights, accelerator)
+        greedy_metrics(run.model, run.tokenizer, run.val, cfg, run.weights, accelerator)
         if cfg.eval_every
         else {}
     )
@@ -570,7 +574,7 @@ def finish(run: Run, state: dict) -> None:
     if accelerator.is_main_process:
         run.tokenizer.save_pretrained(output_dir)
         plot_curves(run.log_path, output_dir / "training_curves.png")
-        write_model_card(output_dir, cfg, final, state)
+        write_adapter_card(output_dir, cfg, final, state)
         run.log(
             f"adapter saved to {output_dir} after {state['step']} steps"
             + (f" (stopped: {state['collapse']})" if state["collapse"] else "")

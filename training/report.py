@@ -75,12 +75,13 @@ def plot_curves(log_path: Path, png: Path, title: str = "REINFORCE on interrupt-
     return png
 
 
-def write_model_card(output_dir: Path, cfg, final: dict, state: dict) -> Path:
-    from dataset_builder.card import card_environment  # one sandboxed env for hub_cards/
+def write_adapter_card(output_dir: Path, cfg, final: dict, state: dict) -> Path:
+    """The trained adapter's model card (``hub_cards/model_card.md.j2``) as ``README.md``."""
+    from hub_cards import render_card
 
-    env = card_environment()
     rows = [r for r in read_log(output_dir / "train_log.jsonl") if r["step"] > 0]  # not step 0
-    text = env.get_template("model_card.md.j2").render(
+    text = render_card(
+        "model_card.md.j2",
         cfg=cfg,
         config_yaml=yaml.safe_dump(asdict(cfg), sort_keys=False).strip(),
         final=final,

@@ -13,13 +13,28 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.task import ConfigurableTask
 
 from interrupt_bench import demonstrations
-from interrupt_bench.controls import GENEROUS_CAP
+from interrupt_bench.controls import CONTROL_BUDGET
 from interrupt_bench.dataset import HUB_DATASET_ID, load_rows
 from interrupt_bench.episodes import Episode, check_budgets
-from interrupt_bench.lm_eval_hook import REQUEST_TYPE, install, request_args
 from interrupt_bench.scoring import merge_scores, ratio_of_sums, score_episode
+from lm_eval_tasks.hook import REQUEST_TYPE, install, request_args
 
 install()
+
+def load_episodes(
+    dataset_path: str | None = None,
+    config_name: str = "default",
+    split: str = "test",
+    **_metadata: object,
+) -> datasets.DatasetDict:
+    """lm-eval's ``custom_dataset`` hook: the evaluated split of one config, from
+    ``--metadata '{"dataset_path": DIR}'`` (a builder directory) or the Hub. Every row is
+    checked here, so a corrupt one is named before any model call. Other metadata
+    (the condition, the model's arguments) is not about the data and is ignored."""
+    rows = load_rows(dataset_path or HUB_DATASET_ID, config_name, split)
+    for row in rows:
+        check_budgets(Episode.from_row(row))
+    return datasets.DatasetDict({split: rows})
 
 
 class InterruptBenchTask(ConfigurableTask):
@@ -27,22 +42,20 @@ class InterruptBenchTask(ConfigurableTask):
 
     def __init__(self, config: dict | None = None, **kwargs):
         config = {k: v for k, v in (config or {}).items() if k != "class"}
+        # lm-eval calls ``custom_dataset(**metadata, **dataset_kwargs)``: hand it the
+        # YAML's ``dataset_name`` and split, so each fact stays in its usual YAML key
+        config["dataset_kwargs"] = {
+            **(config.get("dataset_kwargs") or {}),
+            "config_name": config.get("dataset_name") or "default",
+            "split": config.get("test_split") or config.get("validation_split"),
+        }
         super().__init__(config=config, **kwargs)
         self.OUTPUT_TYPE = REQUEST_TYPE  # lm-eval pads ranks per this type
         self._shots: tuple[int, list] | None = None  # (k, demonstrations), picked once
         self._multiturn: bool | None = None  # lm-eval's --fewshot_as_multiturn, when given
 
     def _source(self) -> str:
-        meta = self.config.metadata or {}
-        return meta.get("dataset_path") or self.config.dataset_path or HUB_DATASET_ID
-
-    def download(self, dataset_kwargs=None, **kwargs) -> None:
-        """Rows from ``--metadata '{"dataset_path": DIR}'`` (a builder directory) or the Hub."""
-        split = self.config.test_split or self.config.validation_split
-        rows = load_rows(self._source(), self.config.dataset_name or "default", split)
-        for row in rows:  # fail before any model call, naming the bad row
-            check_budgets(Episode.from_row(row))
-        self.dataset = datasets.DatasetDict({split: rows})
+        return (self.config.metadata or {}).get("dataset_path") or HUB_DATASET_ID
 
     def demonstrations(self, k: int) -> list:
         """The ``k`` oracle demonstration sessions from the config's train split (cached)."""
@@ -90,7 +103,7 @@ class InterruptBenchTask(ConfigurableTask):
             "fewshot": demonstrations.as_sessions(shots),
             "fewshot_placement": self.placement(chat),
             "condition": meta.get("condition", "interrupted"),
-            "budget_cap": int(meta.get("budget_cap", GENEROUS_CAP)),
+            "budget_cap": int(meta.get("budget_cap", CONTROL_BUDGET)),
             "chat": chat,
             "system_instruction": ctx or None,
             "generation_kwargs": gen,

@@ -1,7 +1,7 @@
 """Token-level rollouts of interrupted sessions for training, on the same session runs,
 scorer and generation engine as the lm-eval tasks.
 
-:func:`sample_sessions` samples every episode on :class:`interrupt_bench.engine.
+:func:`sample_sessions` samples every episode on :class:`local_models.engine.
 SessionEngine` and keeps each session as token ids exactly as sampled: template and
 question tokens are appended as the template renders them (never re-tokenising what the
 model wrote), so the engine continues every turn from the session's KV cache, and a mask
@@ -12,34 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from interrupt_bench import prompts
-from interrupt_bench.engine import Ask, EngineStats, Generated, Sampling, SessionEngine
 from interrupt_bench.episodes import Episode
-from interrupt_bench.session import SessionRun, Transcript, TurnResult, conversation
-
-PLACEHOLDER = "\ue000"  # stands for an assistant message while rendering the template
-
-
-def render(tokenizer, messages: list[dict[str, str]], chat: bool) -> str:
-    if chat:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return prompts.plain_transcript(messages)
-
-
-def turn_deltas(tokenizer, episode: Episode, chat: bool, system: bool = True) -> list[str]:
-    """Text to append before each turn's generation: delta[0] is the whole first prompt,
-    delta[t] what the template puts after assistant message t-1 up to the generation
-    prompt of turn t. Concatenating deltas and outputs gives the rendered conversation."""
-    deltas = []
-    for t in range(episode.n_turns):
-        text = render(tokenizer, conversation(episode, [PLACEHOLDER] * t, system=system), chat)
-        if t and text.count(PLACEHOLDER) != t:
-            raise ValueError(
-                "the chat template does not render assistant messages verbatim; training "
-                "needs one that does (or use plain mode)"
-            )
-        deltas.append(text.rsplit(PLACEHOLDER, 1)[-1] if t else text)
-    return deltas
+from interrupt_bench.session import SessionRun, Transcript, TurnResult
+from local_models.chat import turn_deltas
+from local_models.engine import Ask, EngineStats, Generated, Sampling, SessionEngine
 
 
 @dataclass

@@ -14,7 +14,7 @@ def _bin_label(lo: int, hi: int) -> str:
     return "0" if hi == 0 else (f">{lo - 1}" if hi >= 10**9 else f"{lo}-{hi}")
 
 
-def task_rows(samples_path: Path) -> list[dict]:
+def logged_task_rows(samples_path: Path) -> list[dict]:
     """One row per task of every logged session: family, own-turn budget, verdicts under
     both filters. lm-eval logs each document once per filter; the transcript is the same,
     so only the strict copy is read and the flexible verdict is scored from it."""
@@ -50,7 +50,7 @@ def plot_by_budget_and_family(samples_path: Path, png: Path, title: str) -> Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = task_rows(samples_path)
+    rows = logged_task_rows(samples_path)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     bars = {"correct": "accuracy (strict)", "correct_flexible": "accuracy (flexible)",
             "reattempted": "re-attempted later"}  # fmt: skip

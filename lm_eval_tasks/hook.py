@@ -3,7 +3,7 @@
 lm-eval sends a task's Instances to ``getattr(lm, instance.request_type)``. The task pack
 emits Instances of its own type, ``interrupt_session``, and :func:`install` gives every
 ``lm_eval.api.model.LM`` a method of that name. On lm-eval's ``hf`` model the method
-runs every session on the session engine (:mod:`interrupt_bench.engine`: per-session KV
+runs every session on the session engine (:mod:`local_models.engine`: per-session KV
 caches, continuous batching, cut on the generated ids). On every other backend it
 replays the sessions turn by turn through the one method every backend implements,
 ``generate_until``: at turn t, the requests of every session still running go out in a
@@ -24,10 +24,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from interrupt_bench import demonstrations, prompts
-from interrupt_bench.controls import GENEROUS_CAP, sessions_for
-from interrupt_bench.engine import Ask, Generated
+from interrupt_bench.controls import CONTROL_BUDGET, sessions_for
 from interrupt_bench.episodes import Episode
 from interrupt_bench.session import SessionRun, Transcript, TurnRequest, TurnResult, replay
+from local_models.engine import Ask, Generated
 
 REQUEST_TYPE = "interrupt_session"
 STOP_SEQUENCES = ["<question"]
@@ -296,7 +296,7 @@ def replay_on_engine(
     import torch
     from tqdm import tqdm
 
-    from interrupt_bench.engine import Sampling, SessionEngine
+    from local_models.engine import Sampling, SessionEngine
 
     runs = [SessionRun(ep, i) for i, ep in enumerate(episodes)]
     sent: dict = {}
@@ -363,7 +363,7 @@ def interrupt_session(self: Any, requests: list[Any]) -> list[str]:
     for req in unique.values():
         row_json, req_settings = req.args
         episode = Episode.from_row(json.loads(row_json))
-        cap = int(req_settings.get("budget_cap", GENEROUS_CAP))
+        cap = int(req_settings.get("budget_cap", CONTROL_BUDGET))
         for session in sessions_for(episode, req_settings.get("condition", "interrupted"), cap):
             episodes.append(session)
             settings.append(req_settings)

@@ -1,9 +1,9 @@
 """The project's own reference models: small Llama-style models trained from scratch on
 the CPU, so that a real model can take the benchmark with no Hub and no GPU.
 
-    python -m interrupt_bench.reference_models build --size small [--out DIR]
-    python -m interrupt_bench.reference_models path --size small   # for scripts
-    python -m interrupt_bench.reference_models push --size small ORG/NAME   # card and all
+    interrupt-bench-reference-models build --size small [--out DIR]
+    interrupt-bench-reference-models path --size small   # for scripts
+    interrupt-bench-reference-models push --size small ORG/NAME   # card and all
 
 Two phases, like a real model's pretraining and fine-tuning, both on the train split:
 
@@ -38,9 +38,9 @@ from interrupt_bench.config import CONFIGS
 from interrupt_bench.episodes import Episode, generate_split
 from interrupt_bench.policies import POLICIES, answer_tag
 from interrupt_bench.prompts import question_message
-from interrupt_bench.rollout import turn_deltas
 from interrupt_bench.tasks import Task
-from interrupt_bench.tiny_model import corpus, train_tokenizer
+from local_models.chat import turn_deltas
+from local_models.tiny_model import corpus, train_tokenizer
 
 BUILD_VERSION = "3"
 
@@ -132,7 +132,7 @@ def task_example(tokenizer, task_id: int, task: Task) -> tuple[list[int], list[b
     return prompt_ids + answer_ids, [False] * len(prompt_ids) + [True] * len(answer_ids)
 
 
-def task_rows(tokenizer, size: ModelSize, seed: int) -> list[tuple[list[int], list[bool]]]:
+def lm_training_rows(tokenizer, size: ModelSize, seed: int) -> list[tuple[list[int], list[bool]]]:
     """Phase-1 data: every task of the train split (all configs) as a one-turn chat with a
     random task number, shuffled and packed into rows of at most ``pack_length`` tokens."""
     rng = random.Random(seed)
@@ -214,7 +214,7 @@ def build_reference_model(
     )
     model = LlamaForCausalLM(config)
     phases = [
-        ("tasks", task_rows(tokenizer, size, seed), size.task_steps, size.task_batch),
+        ("tasks", lm_training_rows(tokenizer, size, seed), size.task_steps, size.task_batch),
         (
             "sessions",
             session_examples(tokenizer, size, seed),
@@ -277,7 +277,7 @@ def recipe(size_name: str, seed: int) -> dict:
     return {**asdict(SIZES[size_name]), "seed": seed, "build_version": BUILD_VERSION}
 
 
-def write_model_card(path: Path, model_ref: str) -> None:
+def write_reference_card(path: Path, model_ref: str) -> None:
     """(Re)write ``path/README.md`` from the build's ``reference_model.json``."""
     info = json.loads((path / "reference_model.json").read_text())
     (path / "README.md").write_text(model_card(info, model_ref))
@@ -286,30 +286,27 @@ def write_model_card(path: Path, model_ref: str) -> None:
 def model_card(info: dict, model_ref: str) -> str:
     """The model card (``hub_cards/reference_model_card.md.j2``) from what a build
     recorded; ``model_ref`` is how its commands name the model (a directory or Hub id)."""
-    from dataset_builder.card import card_environment  # one sandboxed env for hub_cards/
+    from hub_cards import render_card
     from interrupt_bench.dataset import HUB_DATASET_ID
 
-    return (
-        card_environment()
-        .get_template("reference_model_card.md.j2")
-        .render(
-            info=info,
-            model_ref=model_ref,
-            dataset_id=HUB_DATASET_ID,
-            policy_mix=", ".join(f"{share:.0%} {name}" for name, share in POLICY_MIX.items()),
-            sft_configs=", ".join(f"`{name}`" for name in SFT_CONFIGS),
-        )
+    return render_card(
+        "reference_model_card.md.j2",
+        info=info,
+        model_ref=model_ref,
+        dataset_id=HUB_DATASET_ID,
+        policy_mix=", ".join(f"{share:.0%} {name}" for name, share in POLICY_MIX.items()),
+        sft_configs=", ".join(f"`{name}`" for name in SFT_CONFIGS),
     )
 
 
 def push_reference_model(size_name: str, repo_id: str, seed: int = 0, private: bool = False):
     """Upload the cached model (built first if missing) with a card that names ``repo_id``."""
-    from dataset_builder.hub import push_to_hub
+    from hub_cards.push import push_to_hub
 
     path = reference_model(size_name, seed)
-    write_model_card(path, repo_id)
+    write_reference_card(path, repo_id)
     again = (
-        f"python -m interrupt_bench.reference_models push --size {size_name} --seed {seed} "
+        f"interrupt-bench-reference-models push --size {size_name} --seed {seed} "
         f"{repo_id}"
     )
     return push_to_hub(path, repo_id, private, repo_type="model", again=again)
@@ -344,7 +341,7 @@ def reference_model(
         path.parent.mkdir(parents=True, exist_ok=True)
         build_reference_model(size_name, path, seed)
     if not (path / "README.md").exists():  # cached by a build that wrote no card
-        write_model_card(path, str(path))
+        write_reference_card(path, str(path))
     return path
 
 
@@ -364,7 +361,7 @@ def stale_recipe(path: Path, size_name: str, seed: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m interrupt_bench.reference_models")
+    parser = argparse.ArgumentParser(prog="interrupt-bench-reference-models")
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="train a reference model (or reuse the cached one)")
     b.add_argument("--size", choices=sorted(SIZES), default="small")
@@ -380,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("--private", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "push":
-        from dataset_builder.hub import HubError
+        from hub_cards.push import HubError
 
         try:
             print(push_reference_model(args.size, args.repo_id, args.seed, args.private))

