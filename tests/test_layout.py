@@ -75,3 +75,30 @@ def test_the_core_imports_alone(tmp_path):
     cmd = [sys.executable, "-c", code]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_wheel_ships_templates_task_yamls_and_cards(tmp_path):
+    """An installed package finds its templates, task folder and cards through
+    importlib.resources, so the wheel must carry them."""
+    import subprocess
+    import sys
+    import zipfile
+
+    cmd = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+           str(ROOT), "-w", str(tmp_path)]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True)
+    names = set(zipfile.ZipFile(next(tmp_path.glob("*.whl"))).namelist())
+    shipped = [
+        *(
+            f"interrupt_bench/templates/{p.name}"
+            for p in (ROOT / "interrupt_bench/templates").iterdir()
+        ),
+        *(f"hub_cards/{p.name}" for p in (ROOT / "hub_cards").glob("*.j2")),
+        *(
+            f"lm_eval_tasks/interrupt_bench/{p.name}"
+            for p in (ROOT / "lm_eval_tasks/interrupt_bench").iterdir()
+            if p.is_file()
+        ),
+    ]
+    missing = sorted(set(shipped) - names)
+    assert not missing, f"not in the wheel: {missing}"
