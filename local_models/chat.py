@@ -4,7 +4,9 @@ sequences from these deltas, so what the model is trained on is what it is asked
 
 from __future__ import annotations
 
-from interrupt_bench import prompts
+from collections.abc import Sequence
+
+from interrupt_bench import demonstrations, prompts
 from interrupt_bench.episodes import Episode
 from interrupt_bench.session import conversation
 
@@ -17,13 +19,26 @@ def prompt_text(tokenizer, messages: list[dict[str, str]], chat: bool) -> str:
     return prompts.plain_transcript(messages)
 
 
-def turn_deltas(tokenizer, episode: Episode, chat: bool, system: bool = True) -> list[str]:
+def turn_deltas(
+    tokenizer,
+    episode: Episode,
+    chat: bool,
+    system: bool = True,
+    shots: Sequence[list[dict[str, str]]] = (),
+) -> list[str]:
     """Text to append before each turn's generation: delta[0] is the whole first prompt,
     delta[t] what the template puts after assistant message t-1 up to the generation
-    prompt of turn t. Concatenating deltas and outputs gives the rendered conversation."""
+    prompt of turn t. Concatenating deltas and outputs gives the rendered conversation.
+
+    ``shots`` are demonstration sessions (``demonstrations.as_sessions``), placed as
+    earlier chat turns after the system prompt: where lm-eval puts them with
+    ``--apply_chat_template`` (and in plain mode), so training sees the prompts the
+    task evaluates with."""
     deltas = []
     for t in range(episode.n_turns):
-        text = prompt_text(tokenizer, conversation(episode, [PLACEHOLDER] * t, system=system), chat)
+        messages = conversation(episode, [PLACEHOLDER] * t, system=system)
+        messages = demonstrations.with_demonstrations(messages, shots, "turns")
+        text = prompt_text(tokenizer, messages, chat)
         if t and text.count(PLACEHOLDER) != t:
             raise ValueError(
                 "the chat template does not render assistant messages verbatim; training "

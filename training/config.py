@@ -39,6 +39,12 @@ class TrainConfig:
     max_steps: int = option(200, "optimizer steps", min=1)
     episodes_per_step: int = option(8, "episodes per step per process", min=1)
     samples_per_episode: int = option(4, "K samples per episode (the RLOO group)", min=1)
+    num_fewshot: int = option(
+        1,
+        "demonstration sessions before every session, as earlier chat turns: the lm-eval "
+        "task's default (1), so training is asked what evaluation asks",
+        min=0,
+    )
     temperature: float = option(
         1.0, "sampling temperature of rollouts (log-probs use it too)", min=0.01
     )
@@ -67,6 +73,13 @@ class TrainConfig:
     )
     gradient_checkpointing: bool = option(
         False, "recompute activations in the backward pass (less memory, more time)"
+    )
+    reuse_prefix: bool = option(
+        True,
+        "run the prefix every session of a step shares (system prompt, demonstrations) "
+        "once without gradient and reuse its keys and values for every sequence; the "
+        "prefix holds no sampled token, so only the gradient through its keys and values "
+        "is left out. Not with gradient_checkpointing (transformers drops a cache there)",
     )
     # LoRA
     lora_r: int = option(16, "LoRA rank", min=1)
@@ -119,6 +132,11 @@ class TrainConfig:
         if not self.model_name_or_path:
             raise ConfigError(
                 "`model_name_or_path` is empty; pass --model_name_or_path or set it in --config"
+            )
+        if self.reuse_prefix and self.gradient_checkpointing:
+            raise ConfigError(
+                "`reuse_prefix` and `gradient_checkpointing` cannot both be on: transformers "
+                "drops the prefix cache in checkpointed layers; turn one of them off"
             )
         if self.baseline == "rloo" and self.samples_per_episode < 2:
             raise ConfigError(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from interrupt_bench import demonstrations
 from interrupt_bench.dataset import load_episodes
 from interrupt_bench.scoring import REATTEMPT_KINDS, aggregate, reattempt_kinds
 from training.config import TrainConfig
@@ -30,6 +31,7 @@ def inspect(
     episodes: int = 64,
     samples: int = 0,
     seed: int = 0,
+    num_fewshot: int = 1,
 ) -> dict[str, float]:
     """Per-episode means of the re-attempt kinds, with the benchmark's own metrics beside
     them. ``samples=0`` decodes greedily (as lm-eval does); ``samples=K`` draws K sessions
@@ -49,9 +51,12 @@ def inspect(
     eps = load_episodes(dataset_path, config, split, limit=episodes)
     repeats = max(samples, 1)
     cfg = TrainConfig(model_name_or_path=model_path, chat=bool(tokenizer.chat_template))
+    shots = demonstrations.from_dataset(dataset_path, config, num_fewshot)
+    shots = demonstrations.as_sessions(shots)
     transcripts, _ = sample_transcripts(
-        model, tokenizer, [e for e in eps for _ in range(repeats)], cfg, greedy=samples == 0
-    )
+        model, tokenizer, [e for e in eps for _ in range(repeats)], cfg, greedy=samples == 0,
+        seed=seed, shots=shots,
+    )  # fmt: skip
     totals = dict.fromkeys(REATTEMPT_KINDS, 0)
     closing_empty = closing_turns = 0
     for t in transcripts:
@@ -86,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         "--samples", type=int, default=0, help="0: greedy; K: K sampled sessions per episode"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--num_fewshot", type=int, default=1, help="demonstration sessions (the task's default: 1)"
+    )
     args = parser.parse_args(argv)
     result = inspect(
         args.model,
@@ -96,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         args.episodes,
         args.samples,
         args.seed,
+        args.num_fewshot,
     )
     width = max(map(len, result))
     for key, value in result.items():

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from interrupt_bench import demonstrations
 from interrupt_bench.dataset import load_episodes
 from interrupt_bench.errors import ConfigError, InterruptBenchError
 from interrupt_bench.scoring import aggregate
@@ -68,15 +69,16 @@ def load_model(cfg: TrainConfig):
 
 
 def sample_transcripts(
-    model, tokenizer, episodes, cfg: TrainConfig, greedy: bool = False, seed: int = 0
+    model, tokenizer, episodes, cfg: TrainConfig, greedy: bool = False, seed: int = 0, shots=()
 ):
-    """Sample one session per episode on the session engine; returns transcripts and
-    the rollouts (token records per session, engine figures)."""
+    """Sample one session per episode on the session engine, after the demonstration
+    sessions ``shots``; returns transcripts and the rollouts (token records per session,
+    engine figures)."""
     was_training = model.training
     model.eval()
     rollouts = sample_sessions(
         model, tokenizer, episodes, chat=cfg.chat, temperature=cfg.temperature,
-        greedy=greedy, seed=seed,
+        greedy=greedy, seed=seed, shots=shots,
     )  # fmt: skip
     model.train(was_training)
     return rollouts.transcripts, rollouts
@@ -112,14 +114,46 @@ def _causal_lm(model):
     return inner.get_base_model() if hasattr(inner, "get_base_model") else inner
 
 
-def token_logprobs(model, ids, attn, temperature: float, mask: torch.Tensor):
+def shared_prefix_length(sessions) -> int:
+    """How many leading ids every session shares before any sampled token: the system
+    prompt, the demonstrations and the template up to the first question."""
+    first = sessions[0]
+    n = first.sampled.index(True) if True in first.sampled else len(first.ids)
+    for s in sessions[1:]:
+        n = min(n, len(s.ids))
+        n = next((i for i in range(n) if s.ids[i] != first.ids[i] or s.sampled[i]), n)
+    return n
+
+
+def prefix_cache(model, prefix_ids: list[int], device):
+    """The keys and values of ``prefix_ids`` (one sequence), computed without gradient;
+    :func:`token_logprobs` repeats them for every sequence of a micro batch."""
+    with torch.no_grad():
+        out = model(
+            input_ids=torch.tensor([prefix_ids], device=device), use_cache=True, logits_to_keep=1
+        )
+    return out.past_key_values
+
+
+def token_logprobs(model, ids, attn, temperature: float, mask: torch.Tensor, prefix=None):
     """Log-probs of each next token at the sampling temperature, and the entropy there,
     on the positions ``mask`` marks (the sampled tokens); 0 elsewhere.
 
     The LM head and the log-softmax run on those positions only: the full logits of
     every position (a 49,152-token vocabulary × ~1,000 positions × the micro batch, in
     float32, several times over with the backward pass) are what filled 24 GB on
-    SmolLM2. The forward pass still goes through ``model`` itself (DDP and peft see it)."""
+    SmolLM2. The forward pass still goes through ``model`` itself (DDP and peft see it).
+
+    ``prefix`` (from :func:`prefix_cache`) holds the keys and values of the first P ids
+    every row shares; then only ids[:, P:] run through the model, attending to it."""
+    n_prefix, kwargs = 0, {}
+    if prefix is not None:
+        n_prefix = prefix.get_seq_length()
+        if bool(mask[:, :n_prefix].any()):
+            raise ValueError("a sampled token lies inside the shared prefix")
+        cache = copy.deepcopy(prefix)
+        cache.batch_repeat_interleave(ids.shape[0])
+        kwargs = {"past_key_values": cache, "use_cache": True}
     lm = _causal_lm(model)
     head = lm.get_output_embeddings()
     softcap = getattr(lm.config, "final_logit_softcapping", None)
@@ -127,13 +161,13 @@ def token_logprobs(model, ids, attn, temperature: float, mask: torch.Tensor):
     if softcap is not None:
         lm.config.final_logit_softcapping = None
     try:
-        hidden = model(input_ids=ids, attention_mask=attn).logits[:, :-1]
+        hidden = model(input_ids=ids[:, n_prefix:], attention_mask=attn, **kwargs).logits[:, :-1]
     finally:
         lm.set_output_embeddings(head)
         if softcap is not None:
             lm.config.final_logit_softcapping = softcap
     where = mask.bool()
-    logits = head(hidden[where]).float()
+    logits = head(hidden[where[:, n_prefix:]]).float()
     if softcap is not None:
         logits = torch.tanh(logits / softcap) * softcap
     logp_all = torch.log_softmax(logits / temperature, dim=-1)
@@ -144,13 +178,15 @@ def token_logprobs(model, ids, attn, temperature: float, mask: torch.Tensor):
     return logp.masked_scatter(where, picked), ent.masked_scatter(where, entropy)
 
 
-def greedy_metrics(model, tokenizer, episodes, cfg, weights, accelerator) -> dict[str, float]:
-    """Greedy sessions on held-out episodes (this rank's shard), averaged over ranks."""
-    shard = episodes[accelerator.process_index :: accelerator.num_processes]
+def greedy_metrics(run: Run) -> dict[str, float]:
+    """Greedy sessions on the validation episodes (this rank's shard), averaged over ranks."""
+    accelerator, weights = run.accelerator, run.weights
+    shard = run.val[accelerator.process_index :: accelerator.num_processes]
     with accelerator.autocast():
         transcripts, _ = sample_transcripts(
-            accelerator.unwrap_model(model), tokenizer, shard, cfg, greedy=True
-        )
+            accelerator.unwrap_model(run.model), run.tokenizer, shard, run.cfg, greedy=True,
+            shots=run.shots,
+        )  # fmt: skip
     scores = [t.score() for t in transcripts]
     sums = torch.tensor(
         [
@@ -227,6 +263,7 @@ class Run:
     val: list
     weights: RewardWeights
     output_dir: Path
+    shots: list  # demonstration sessions (chat messages) before every session
 
     @property
     def log_path(self) -> Path:
@@ -285,6 +322,7 @@ def train(argv: list[str] | None = None) -> int:
                 cfg,
                 # Sampling depends on (seed, step, rank) only: a resumed run samples the same.
                 seed=(cfg.seed * 1_000_003 + step) * 1009 + accelerator.process_index,
+                shots=run.shots,
             )
         rollout_seconds = time.perf_counter() - t0
         scores = [t.score() for t in transcripts]
@@ -403,9 +441,13 @@ def setup(cfg: TrainConfig) -> Run:
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     if trackers:
         accelerator.init_trackers("reinforce", config={k: str(v) for k, v in asdict(cfg).items()})
-    return Run(
-        cfg, accelerator, model, tokenizer, optimizer, scheduler, train, val, weights, output_dir
+    shots = demonstrations.as_sessions(
+        demonstrations.from_dataset(cfg.dataset_path, cfg.dataset_config, cfg.num_fewshot)
     )
+    return Run(
+        cfg, accelerator, model, tokenizer, optimizer, scheduler, train, val, weights, output_dir,
+        shots,
+    )  # fmt: skip
 
 
 def start_or_resume(run: Run) -> dict:
@@ -451,8 +493,7 @@ def start_or_resume(run: Run) -> dict:
     if cfg.eval_every and state["step"] == 0:
         # Validate the starting policy, so the guard and best/ measure against it: without
         # this a run that only gets worse keeps its first evaluated (already worse) adapter.
-        record = {"step": 0, **greedy_metrics(run.model, run.tokenizer, run.val, cfg, run.weights,
-                                        accelerator)}  # fmt: skip
+        record = {"step": 0, **greedy_metrics(run)}
         state["best_val"] = record["val_reward"]
         run.save_adapter(output_dir / "best")
         run.log(f"step 0: {', '.join(f'{k} {v:.3f}' for k, v in record.items() if k != 'step')}")
@@ -471,7 +512,19 @@ def policy_gradient(run: Run, sessions, adv: list[float], step: int):
         list(range(i, min(i + cfg.micro_batch_size, len(sessions))))
         for i in range(0, len(sessions), cfg.micro_batch_size)
     ]
-    sums = {"loss": 0.0, "entropy": 0.0, "kl": 0.0, "logprob_err": 0.0}
+    sums = {"loss": 0.0, "entropy": 0.0, "kl": 0.0}
+    errors = []  # first step: |recomputed - sampler| per sampled token
+    prefix = ref_prefix = None
+    if cfg.reuse_prefix and (n_prefix := shared_prefix_length(sessions)) > 1:
+        # the last shared id stays in every row, so each row keeps at least one input
+        head_ids = sessions[0].ids[: n_prefix - 1]
+        with accelerator.autocast():
+            prefix = prefix_cache(model, head_ids, accelerator.device)
+            if cfg.kl_coef > 0:
+                with accelerator.unwrap_model(model).disable_adapter():
+                    ref_prefix = prefix_cache(
+                        accelerator.unwrap_model(model), head_ids, accelerator.device
+                    )
     for j, idx in enumerate(micro):
         ids, attn, sampled, old_logp = batch_tensors(
             sessions, idx, run.tokenizer.pad_token_id, accelerator.device
@@ -480,13 +533,14 @@ def policy_gradient(run: Run, sessions, adv: list[float], step: int):
         a = torch.tensor([adv[i] for i in idx], device=accelerator.device)[:, None]
         sync = j == len(micro) - 1
         with nullcontext() if sync else accelerator.no_sync(model), accelerator.autocast():
-            logp, entropy = token_logprobs(model, ids, attn, cfg.temperature, mask)
+            logp, entropy = token_logprobs(model, ids, attn, cfg.temperature, mask, prefix)
             loss = -(a * logp * mask).sum() / total_tokens
             if cfg.kl_coef > 0:
                 with torch.no_grad(), accelerator.unwrap_model(model).disable_adapter():
                     ref_logp, _ = token_logprobs(
-                        accelerator.unwrap_model(model), ids, attn, cfg.temperature, mask
-                    )
+                        accelerator.unwrap_model(model), ids, attn, cfg.temperature, mask,
+                        ref_prefix,
+                    )  # fmt: skip
                 log_ratio = ref_logp - logp
                 kl = (log_ratio.exp() - 1 - log_ratio) * mask  # k3 estimator, >= 0
                 loss = loss + cfg.kl_coef * kl.sum() / total_tokens
@@ -495,21 +549,43 @@ def policy_gradient(run: Run, sessions, adv: list[float], step: int):
         sums["loss"] += loss.item()
         sums["entropy"] += float((entropy.detach() * mask).sum())
         if step == 0 and cfg.check_logprobs:
-            err = ((logp.detach() - old_logp[:, 1:]).abs() * mask).max()
-            sums["logprob_err"] = max(sums["logprob_err"], float(err))
+            errors.append((logp.detach() - old_logp[:, 1:]).abs()[mask.bool()].float().cpu())
     if step == 0 and cfg.check_logprobs:
-        tol = 1e-3 if accelerator.mixed_precision == "no" else 5e-2
-        verdict = "ok" if sums["logprob_err"] <= tol else "MISMATCH"
-        run.log(
-            "first-step check: max |recomputed - sampler| log-prob = "
-            f"{sums['logprob_err']:.2e} (tolerance {tol:g}): {verdict}"
-        )
-        if verdict != "ok":
-            raise RuntimeError(
-                "recomputed log-probs do not match the sampler's: "
-                "the loss would train on other tokens"
-            )
+        check_logprobs(run, torch.cat(errors))
     return sums, float(n_tokens), step_tokens
+
+
+# First-step check of |recomputed - sampler| log-probs, per sampled token: in float32 the
+# two computations agree to rounding; in bfloat16 the sampler (the session engine's
+# kernels) and the training forward round differently, and a few near-flat positions
+# differ by tenths, so bf16 bounds the mean and the 99th percentile instead of the max.
+# A loss on misaligned tokens (off by one) gives a mean error of nats, not hundredths.
+LOGPROB_TOLERANCE = {"exact": {"max": 1e-3}, "bf16": {"mean": 0.02, "p99": 0.25}}
+
+
+def check_logprobs(run: Run, errors: torch.Tensor) -> None:
+    """Stop before the first update when training would score other tokens than the ones
+    the sampler sampled."""
+    if errors.numel() == 0:
+        return
+    figures = {
+        "mean": float(errors.mean()),
+        "p99": float(torch.quantile(errors, 0.99)),
+        "max": float(errors.max()),
+    }
+    kind = "exact" if run.accelerator.mixed_precision == "no" else "bf16"
+    limits = LOGPROB_TOLERANCE[kind]
+    verdict = "ok" if all(figures[k] <= v for k, v in limits.items()) else "MISMATCH"
+    run.log(
+        f"first-step check over {errors.numel()} sampled tokens: |recomputed - sampler| "
+        + ", ".join(f"{k} {v:.2e}" for k, v in figures.items())
+        + f" (limits {', '.join(f'{k} {v:g}' for k, v in limits.items())}): {verdict}"
+    )
+    if verdict != "ok":
+        raise RuntimeError(
+            "recomputed log-probs do not match the sampler's: the loss would train on other "
+            "tokens"
+        )
 
 
 def guarded_step(run: Run, loss: float, step: int):
@@ -545,9 +621,7 @@ def guarded_step(run: Run, loss: float, step: int):
 def validate(run: Run, state: dict, record: dict) -> None:
     """Greedy validation into ``record``; keep the best adapter; the collapse guard."""
     cfg = run.cfg
-    record.update(
-        greedy_metrics(run.model, run.tokenizer, run.val, cfg, run.weights, run.accelerator)
-    )
+    record.update(greedy_metrics(run))
     best = state["best_val"]
     if best is None or record["val_reward"] > best:
         state["best_val"] = record["val_reward"]
@@ -565,11 +639,7 @@ def finish(run: Run, state: dict) -> None:
     """The adapter at ``output_dir`` itself, the curves, the model card, the push."""
     cfg, accelerator, output_dir = run.cfg, run.accelerator, run.output_dir
     accelerator.wait_for_everyone()
-    final = (
-        greedy_metrics(run.model, run.tokenizer, run.val, cfg, run.weights, accelerator)
-        if cfg.eval_every
-        else {}
-    )
+    final = greedy_metrics(run) if cfg.eval_every else {}
     run.save_adapter(output_dir)
     if accelerator.is_main_process:
         run.tokenizer.save_pretrained(output_dir)

@@ -77,16 +77,18 @@ def sample_sessions(
     greedy: bool = False,
     seed: int = 0,
     batch_size: int | None = None,
+    shots: Sequence[list[dict[str, str]]] = (),
 ) -> Rollouts:
     """Sample one session per episode on the session engine (all in one batch unless
-    ``batch_size`` says otherwise), reproducibly from ``seed``."""
+    ``batch_size`` says otherwise), reproducibly from ``seed``, each after the
+    demonstration sessions ``shots`` (their prefix is prefilled once and shared)."""
     runs = [SessionRun(ep, i) for i, ep in enumerate(episodes)]
     drivers = [
         RolloutSession(
             run,
             [
                 tokenizer.encode(d, add_special_tokens=False)
-                for d in turn_deltas(tokenizer, ep, chat)
+                for d in turn_deltas(tokenizer, ep, chat, shots=shots)
             ],
         )
         for run, ep in zip(runs, episodes)
