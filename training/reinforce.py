@@ -557,10 +557,11 @@ def policy_gradient(run: Run, sessions, adv: list[float], step: int):
 
 # First-step check of |recomputed - sampler| log-probs, per sampled token: in float32 the
 # two computations agree to rounding; in bfloat16 the sampler (the session engine's
-# kernels) and the training forward round differently, and a few near-flat positions
-# differ by tenths, so bf16 bounds the mean and the 99th percentile instead of the max.
-# A loss on misaligned tokens (off by one) gives a mean error of nats, not hundredths.
-LOGPROB_TOLERANCE = {"exact": {"max": 1e-3}, "bf16": {"mean": 0.02, "p99": 0.25}}
+# kernels) and the training forward round differently. On SmolLM2 (16 sessions, 1,271
+# sampled tokens, benchmarks/bench_training.py) bf16 gave mean 0.022, p99 0.21, max 0.29,
+# while the same tokens misaligned by one gave a mean of 1.27: bf16 bounds the mean and
+# the 99th percentile, with room for rounding and none for a misaligned loss.
+LOGPROB_TOLERANCE = {"exact": {"max": 1e-3}, "bf16": {"mean": 0.1, "p99": 0.5}}
 
 
 def check_logprobs(run: Run, errors: torch.Tensor) -> None:
