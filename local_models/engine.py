@@ -11,7 +11,9 @@ slowest one at each turn. This engine instead:
   context and the cached ids is reused, so a template that re-tokenises earlier text
   differently still gets exactly the ids a per-request call would see);
 - prefills a prefix shared by many sessions (system prompt, demonstrations) once and
-  copies its keys and values into each new row;
+  keeps its keys and values once: every row that starts with it attends to the one copy
+  (each query's scores against the shared prefix and against its own row are softmaxed
+  together), so a decode step reads the prefix once, not once per row;
 - lets a row leave the batch the moment its turn ends (EOS, stop string or budget) and
   gives it the session's next turn at once, or a new session when the session is over:
   continuous batching across sessions, up to ``batch_size`` rows and a KV memory bound.
@@ -123,6 +125,7 @@ class EngineStats:
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0  # passes that only decoded
     max_rows: int = 0
+    shared_prefix_sessions: int = 0  # sessions seated on a shared prefix (read once per pass)
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -220,18 +223,11 @@ class _SlotCache:
         self.keys.append(torch.zeros(shape, dtype=k.dtype, device=k.device))
         self.values.append(torch.zeros(shape, dtype=v.dtype, device=v.device))
 
-    def copy_in(self, row: int, keys: list[torch.Tensor], values: list[torch.Tensor], n: int):
-        """Put ``n`` positions of a stored prefix at the start of ``row``."""
-        while len(self.keys) < len(keys):
-            self._allocate(keys[len(self.keys)], values[len(self.keys)])
-        for layer, (k, v) in enumerate(zip(keys, values)):
-            self.keys[layer][row, :, :n] = k[0, :, :n]
-            self.values[layer][row, :, :n] = v[0, :, :n]
-
     def copy_out(self, row: int, n: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The first ``n`` positions of ``row``, per layer, as ``[heads, n, dim]``."""
         return (
-            [k[row : row + 1, :, :n].clone() for k in self.keys],
-            [v[row : row + 1, :, :n].clone() for v in self.values],
+            [k[row, :, :n].contiguous() for k in self.keys],
+            [v[row, :, :n].contiguous() for v in self.values],
         )
 
     def compact(self, row: int, positions: list[int]) -> None:
@@ -241,9 +237,10 @@ class _SlotCache:
         for layer in range(len(self.keys)):
             self.keys[layer][row, :, :n] = self.keys[layer][row].index_select(1, idx)
             self.values[layer][row, :, :n] = self.values[layer][row].index_select(1, idx)
+        rope = self.rope[row].index_select(0, idx)
         self.valid[row] = False
         self.valid[row, :n] = True
-        self.rope[row, :n] = torch.arange(n, device=self.device)
+        self.rope[row, :n] = rope
 
     def as_hf_cache(self):
         from transformers.cache_utils import Cache
@@ -293,6 +290,16 @@ class _Pass:
     segments: list[tuple[int, int, int, dict[str, torch.Tensor]]]  # row, start, width, masks
     full: torch.Tensor
     sliding: torch.Tensor
+    # The shared prefixes: what they hold, which computed one-token queries attend to
+    # which (prefix index -> query indices, None: all of them), and the additive masks
+    # of those queries over the longest prefix ([n, 1, 1, P]); per segment, its prefix
+    # index and masks ([width, P]) or None.
+    prefixes: list[_Prefix] = field(default_factory=list)
+    single_groups: dict[int, torch.Tensor | None] = field(default_factory=dict)
+    single_prefix_masks: dict[str, torch.Tensor] = field(default_factory=dict)
+    segment_prefixes: list[tuple[int, dict[str, torch.Tensor]] | None] = field(
+        default_factory=list
+    )
 
 
 _CURRENT: list[_Pass] = []  # the pass in flight (the attention function reads it)
@@ -308,6 +315,7 @@ def packed_attention(module, query, key, value, attention_mask, scaling=None, dr
     600 tokens.)"""
     plan = _CURRENT[-1]
     kind = "sliding" if attention_mask is plan.sliding else "full"
+    layer = module.layer_idx
     _, heads, total, dim = query.shape
     kv_heads = key.shape[1]
     groups = heads // kv_heads
@@ -321,18 +329,60 @@ def packed_attention(module, query, key, value, attention_mask, scaling=None, dr
             qs = q[plan.single_idx]
             ks, vs = key[plan.single_rows], value[plan.single_rows]
         n = qs.shape[0]
-        scores = torch.matmul(qs.view(n, kv_heads, groups, dim), ks.transpose(-1, -2)).float()
-        scores = scores * scale + plan.single_masks[kind]
+        qs = qs.view(n, kv_heads, groups, dim)
+        scores = torch.matmul(qs, ks.transpose(-1, -2)).float() * scale + plan.single_masks[kind]
+        shared = None
+        if plan.single_groups:  # scores against the shared prefixes, each read once
+            mask = plan.single_prefix_masks[kind]
+            shared = scores.new_zeros(n, kv_heads, groups, mask.shape[-1])
+            for p, idx in plan.single_groups.items():
+                pk = plan.prefixes[p].keys[layer]  # [kv_heads, P, dim]
+                qg = qs if idx is None else qs[idx]
+                m = qg.shape[0]
+                sg = torch.matmul(qg.permute(1, 0, 2, 3).reshape(kv_heads, m * groups, dim),
+                                  pk.transpose(-1, -2)).float()  # fmt: skip
+                sg = sg.view(kv_heads, m, groups, -1).permute(1, 0, 2, 3)
+                if idx is None:
+                    shared[..., : pk.shape[1]] = sg
+                else:
+                    shared[idx, :, :, : pk.shape[1]] = sg
+            scores = torch.cat([shared * scale + mask, scores], dim=-1)
         probs = torch.softmax(scores, dim=-1).to(value.dtype)
-        res = torch.matmul(probs, vs).view(n, heads, dim)
+        if shared is None:
+            res = torch.matmul(probs, vs)
+        else:
+            width = shared.shape[-1]
+            res = torch.matmul(probs[..., width:], vs)
+            for p, idx in plan.single_groups.items():
+                pv = plan.prefixes[p].values[layer]
+                pg = probs[..., : pv.shape[1]] if idx is None else probs[idx, :, :, : pv.shape[1]]
+                m = pg.shape[0]
+                rg = torch.matmul(pg.permute(1, 0, 2, 3).reshape(kv_heads, m * groups, -1), pv)
+                rg = rg.view(kv_heads, m, groups, dim).permute(1, 0, 2, 3)
+                if idx is None:
+                    res = res + rg
+                else:
+                    res[idx] += rg
+        res = res.reshape(n, heads, dim)
         res = res if plan.single_take is None else res[plan.single_take]
         out[plan.single_out] = res.to(out.dtype)  # under autocast, q and v can differ
-    for row, start, width, masks in plan.segments:
+    for (row, start, width, masks), pre in zip(plan.segments, plan.segment_prefixes):
         qs = q[start : start + width].transpose(0, 1).reshape(kv_heads, groups * width, dim)
         scores = torch.matmul(qs, key[row].transpose(-1, -2)).float()
         scores = scores.view(kv_heads, groups, width, -1) * scale + masks[kind]
+        if pre is not None:
+            p, pmasks = pre
+            pk, pv = plan.prefixes[p].keys[layer], plan.prefixes[p].values[layer]
+            sp = torch.matmul(qs, pk.transpose(-1, -2)).float()
+            sp = sp.view(kv_heads, groups, width, -1) * scale + pmasks[kind]
+            scores = torch.cat([sp, scores], dim=-1)
         probs = torch.softmax(scores, dim=-1).to(value.dtype)
-        res = torch.matmul(probs.view(kv_heads, groups * width, -1), value[row])
+        if pre is None:
+            res = torch.matmul(probs.view(kv_heads, groups * width, -1), value[row])
+        else:
+            n_pre = pk.shape[1]
+            flat = probs.view(kv_heads, groups * width, -1)
+            res = torch.matmul(flat[..., n_pre:], value[row]) + torch.matmul(flat[..., :n_pre], pv)
         out[start : start + width] = res.view(heads, width, dim).transpose(0, 1)
     return out[None], None
 
@@ -374,8 +424,10 @@ class session_attention:
 class _Row:
     driver: int
     ask: Ask
-    ids: list[int] = field(default_factory=list)  # ids in the cache, in session order
-    pos: list[int] = field(default_factory=list)  # their cache positions
+    ids: list[int] = field(default_factory=list)  # the session's ids so far (cached)
+    pos: list[int] = field(default_factory=list)  # cache positions of ids[shared:]
+    prefix: int = -1  # the shared prefix whose first ``shared`` ids begin ``ids`` (-1: none)
+    shared: int = 0
     todo: list[int] = field(default_factory=list)  # ids still to feed
     end: int = 0  # first never-written cache position
     out: list[int] = field(default_factory=list)
@@ -386,6 +438,8 @@ class _Row:
 
 @dataclass
 class _Prefix:
+    """A prefix many sessions share, prefilled once: per layer ``[kv_heads, P, dim]``."""
+
     ids: list[int]
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
@@ -443,6 +497,7 @@ class SessionEngine:
                 f"{sorted(unknown)}; use metadata turn_batching: exact for this model"
             )
         self.stats = EngineStats()
+        self._prefixes: list[_Prefix] = []  # this run's shared prefixes
 
     # -- the forward pass ---------------------------------------------------------------
     def _additive(self, allowed: torch.Tensor) -> torch.Tensor:
@@ -453,6 +508,7 @@ class SessionEngine:
         """Packed ids, positions, write targets and masks of one pass."""
         ids, rows, write, rope, last = [], [], [], [], []
         singles, single_idx, segments = [], [], []
+        prefixes = self._prefixes
         for slot in sorted(feeds):
             feed, state = feeds[slot], states[slot]
             n, start = len(feed), len(ids)
@@ -487,15 +543,48 @@ class SessionEngine:
         if sliding:
             near = (q_rope[:, None] - cache.rope[single_rows]) < self.window
             single_masks["sliding"] = self._additive(allowed & near)[:, None, None]
-        seg_plans = []
+        # Queries of rows that begin with a shared prefix also attend to its first
+        # ``shared`` positions (token index = position there).
+        members: dict[int, list[int]] = {}
+        shared = torch.zeros(len(single_rows), dtype=torch.long, device=dev)
+        for i, s in enumerate(single_rows):
+            row = states.get(s) if s in feeds and len(feeds[s]) == 1 else None
+            if row is not None and row.prefix >= 0 and row.shared:
+                members.setdefault(row.prefix, []).append(i)
+                shared[i] = row.shared
+        single_groups: dict[int, torch.Tensor | None] = {}
+        single_prefix_masks: dict[str, torch.Tensor] = {}
+        if members:
+            width = max(len(prefixes[p].ids) for p in members)
+            j = torch.arange(width, device=dev)
+            ok = j[None, :] < shared[:, None]
+            single_prefix_masks["full"] = self._additive(ok)[:, None, None]
+            if sliding:
+                near = (q_rope[:, None] - j[None, :]) < self.window
+                single_prefix_masks["sliding"] = self._additive(ok & near)[:, None, None]
+            for p, idx in members.items():
+                every = len(members) == 1 and len(idx) == len(single_rows)
+                single_groups[p] = None if every else torch.tensor(idx, device=dev)
+        seg_plans, seg_prefixes = [], []
         for slot, start, n in segments:
             w = t_write[start : start + n]
             allowed = cache.valid[slot][None, :] & (k[None, :] <= w[:, None])
             masks = {"full": self._additive(allowed)}
+            q_pos = t_rope[start : start + n, None]
             if sliding:
-                near = (t_rope[start : start + n, None] - cache.rope[slot][None, :]) < self.window
+                near = (q_pos - cache.rope[slot][None, :]) < self.window
                 masks["sliding"] = self._additive(allowed & near)
             seg_plans.append((slot, start, n, masks))
+            row = states[slot]
+            if row.prefix >= 0 and row.shared:
+                j = torch.arange(len(prefixes[row.prefix].ids), device=dev)
+                ok = (j < row.shared)[None, :].expand(n, -1)
+                pmasks = {"full": self._additive(ok)}
+                if sliding:
+                    pmasks["sliding"] = self._additive(ok & ((q_pos - j[None, :]) < self.window))
+                seg_prefixes.append((row.prefix, pmasks))
+            else:
+                seg_prefixes.append(None)
         t_single_idx = torch.tensor(single_idx, dtype=torch.long, device=dev)
         take = None
         if everyone:
@@ -516,6 +605,10 @@ class SessionEngine:
             segments=seg_plans,
             full=torch.zeros(1, 1, 1, 1, device=dev),
             sliding=torch.zeros(1, 1, 1, 1, device=dev),
+            prefixes=prefixes,
+            single_groups=single_groups,
+            single_prefix_masks=single_prefix_masks,
+            segment_prefixes=seg_prefixes,
         )
         cache.plan(t_rows, t_write)
         return ids, rope, last, plan
@@ -627,12 +720,14 @@ class SessionEngine:
         self._check_ask(ask, row.driver)
         keep = min(common_prefix(row.ids, ask.context), len(ask.context) - 1)
         if keep < len(row.ids):
-            dead = torch.tensor(row.pos[keep:], dtype=torch.long, device=self.device)
+            own = max(keep - row.shared, 0)  # ids past the shared prefix that stay
+            dead = torch.tensor(row.pos[own:], dtype=torch.long, device=self.device)
             cache.valid[slot, dead] = False
-            del row.ids[keep:], row.pos[keep:]
-        if row.end > 2 * len(row.ids) + 256:  # too many holes: compact
+            del row.ids[keep:], row.pos[own:]
+            row.shared = min(row.shared, keep)
+        if row.end > 2 * len(row.pos) + 256:  # too many holes: compact
             cache.compact(slot, row.pos)
-            row.pos, row.end = list(range(len(row.ids))), len(row.ids)
+            row.pos, row.end = list(range(len(row.pos))), len(row.pos)
         self.stats.reused_tokens += keep
         row.ask, row.todo, row.out, row.logprobs = ask, list(ask.context[keep:]), [], []
         row.generator = self._generator(row.driver, row.turn)
@@ -640,20 +735,17 @@ class SessionEngine:
     def _seat(
         self, cache: _SlotCache, slot: int, driver: int, ask: Ask, prefixes: list[_Prefix]
     ) -> _Row:
-        """A new session in ``slot``: the best shared prefix is copied in."""
+        """A new session in ``slot``, attending to the shared prefix it begins with."""
         cache.valid[slot] = False
         row = _Row(driver=driver, ask=ask)
-        best, n = None, 0
-        for p in prefixes:
+        best, n = -1, 0
+        for i, p in enumerate(prefixes):
             k = min(common_prefix(p.ids, ask.context), len(ask.context) - 1)
             if k > n:
-                best, n = p, k
-        if best is not None and n >= MIN_SHARED_PREFIX:
-            cache.ensure_capacity(n + 1, self.max_bytes)
-            cache.copy_in(slot, best.keys, best.values, n)
-            cache.valid[slot, :n] = True
-            cache.rope[slot, :n] = torch.arange(n, device=self.device)
-            row.ids, row.pos, row.end = list(ask.context[:n]), list(range(n)), n
+                best, n = i, k
+        if best >= 0 and n >= MIN_SHARED_PREFIX:
+            row.prefix, row.shared, row.ids = best, n, list(ask.context[:n])
+            self.stats.shared_prefix_sessions += 1
         self._start_turn(cache, slot, row, ask)
         return row
 
@@ -699,7 +791,8 @@ class SessionEngine:
             if ask is not None:
                 self._check_ask(ask, i)
                 first[i] = ask
-        prefixes = self._prefill_prefixes([a.context for a in first.values()])
+        self._prefixes = []
+        prefixes = self._prefixes = self._prefill_prefixes([a.context for a in first.values()])
         pending = deque(first)
         cache = _SlotCache(min(self.batch_size, max(len(pending), 1)), self.device)
         rows: dict[int, _Row] = {}  # slot -> row

@@ -83,10 +83,16 @@ def _reference(model, tok, session: Chat) -> list[list[int]]:
 PROMPTS_BY_ID: dict[int, str] = {}
 
 
-def _sessions(tok, n=6):
+SHARED = (
+    "System: you answer questions, and come back to the ones left open. "
+    "User: first question, café? Assistant: the answer is 4. "
+)  # a prefix every session of test_shared_prefix_* begins with
+
+
+def _sessions(tok, n=6, prefix=""):
     sessions = []
     for i in range(n):
-        s = Chat(tok, PROMPTS[i % len(PROMPTS)])
+        s = Chat(tok, prefix + PROMPTS[i % len(PROMPTS)])
         PROMPTS_BY_ID[id(s)] = s.text
         sessions.append(s)
     return sessions
@@ -107,18 +113,24 @@ def _tiny_gemma3(tokenizer, dtype):
     return Gemma3ForCausalLM(config).to(dtype).eval()
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["own", "shared-prefix"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("arch", ["llama", "gemma3-sliding"])
-def test_greedy_equals_per_request_generate(multibyte_model, dtype, arch):
+def test_greedy_equals_per_request_generate(multibyte_model, dtype, arch, shared):
+    """Token for token what per-request ``generate`` gives; with ``shared``, every
+    session begins with one long prefix (longer than Gemma's window of 4) that the
+    engine prefills once and every row attends to in place."""
     tok = AutoTokenizer.from_pretrained(multibyte_model)
     if arch == "llama":
         model = AutoModelForCausalLM.from_pretrained(multibyte_model, dtype=dtype).eval()
     else:
         model = _tiny_gemma3(tok, dtype)
-    sessions = _sessions(tok)
+    sessions = _sessions(tok, prefix=SHARED if shared else "")
     stats = _engine(model, tok, batch_size=4).run(sessions)  # 6 sessions on 4 rows
     assert stats.max_rows == 4
     assert stats.reused_tokens > 0  # later turns reuse the rows' caches
+    if shared:
+        assert stats.shared_prefix_sessions == 6
     texts = []
     for s in sessions:
         for done, ref in zip(s.done, _reference(model, tok, s)):
