@@ -224,10 +224,10 @@ def main() -> None:
         if "full" in figures:
             for path in args.paths[1:]:
                 ratio = figures["full"]["seconds"] / figures[path]["seconds"]
-                rss = figures["full"]["peak_rss_mb"] / figures[path]["peak_rss_mb"]
+                rss = figures[path]["peak_rss_mb"] / figures["full"]["peak_rss_mb"]
                 cos = float(torch.nn.functional.cosine_similarity(grads[path], grads["full"], 0))
                 print(
-                    f"{path} vs full: {ratio:.2f}x faster, {rss:.2f}x less peak RSS, "
+                    f"{path} vs full: {ratio:.2f}x faster, peak RSS {rss:.2f}x full's, "
                     f"gradient cosine {cos:.3f}"
                 )
                 figures[path]["grad_cosine_vs_full"] = cos
