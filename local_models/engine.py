@@ -732,14 +732,12 @@ class SessionEngine:
         row.ask, row.todo, row.out, row.logprobs = ask, list(ask.context[keep:]), [], []
         row.generator = self._generator(row.driver, row.turn)
 
-    def _seat(
-        self, cache: _SlotCache, slot: int, driver: int, ask: Ask, prefixes: list[_Prefix]
-    ) -> _Row:
+    def _seat(self, cache: _SlotCache, slot: int, driver: int, ask: Ask) -> _Row:
         """A new session in ``slot``, attending to the shared prefix it begins with."""
         cache.valid[slot] = False
         row = _Row(driver=driver, ask=ask)
         best, n = -1, 0
-        for i, p in enumerate(prefixes):
+        for i, p in enumerate(self._prefixes):
             k = min(common_prefix(p.ids, ask.context), len(ask.context) - 1)
             if k > n:
                 best, n = i, k
@@ -791,8 +789,8 @@ class SessionEngine:
             if ask is not None:
                 self._check_ask(ask, i)
                 first[i] = ask
-        self._prefixes = []
-        prefixes = self._prefixes = self._prefill_prefixes([a.context for a in first.values()])
+        self._prefixes = []  # none while the prefixes themselves are prefilled
+        self._prefixes = self._prefill_prefixes([a.context for a in first.values()])
         pending = deque(first)
         cache = _SlotCache(min(self.batch_size, max(len(pending), 1)), self.device)
         rows: dict[int, _Row] = {}  # slot -> row
@@ -804,7 +802,7 @@ class SessionEngine:
                 if slot in rows:
                     continue
                 d = pending.popleft()
-                rows[slot] = self._seat(cache, slot, d, first.pop(d), prefixes)
+                rows[slot] = self._seat(cache, slot, d, first.pop(d))
             self.stats.max_rows = max(self.stats.max_rows, len(rows))
             # One packed pass: every decoding row's last token, plus prefill chunks of
             # rows starting a turn, up to ``prefill_tokens`` of them.

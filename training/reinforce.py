@@ -33,6 +33,7 @@ from interrupt_bench import demonstrations
 from interrupt_bench.dataset import load_episodes
 from interrupt_bench.errors import ConfigError, InterruptBenchError
 from interrupt_bench.scoring import aggregate
+from local_models.engine import common_prefix
 from training.config import TrainConfig, parse_config
 from training.report import plot_curves, write_adapter_card
 from training.rewards import RewardWeights, advantages, normalise, reward
@@ -118,10 +119,10 @@ def shared_prefix_length(sessions) -> int:
     """How many leading ids every session shares before any sampled token: the system
     prompt, the demonstrations and the template up to the first question."""
     first = sessions[0]
-    n = first.sampled.index(True) if True in first.sampled else len(first.ids)
-    for s in sessions[1:]:
-        n = min(n, len(s.ids))
-        n = next((i for i in range(n) if s.ids[i] != first.ids[i] or s.sampled[i]), n)
+    n = len(first.ids)
+    for s in sessions:
+        unsampled = s.sampled.index(True) if True in s.sampled else len(s.ids)
+        n = min(n, unsampled, common_prefix(first.ids, s.ids))
     return n
 
 
