@@ -7,6 +7,7 @@ from training.rewards import (
     RewardWeights,
     advantages,
     answer_once_rate,
+    cut_resumed_rate,
     normalise,
     resumed_rate,
     reward,
@@ -58,6 +59,23 @@ def test_answer_once_rate():
 def test_resumed_rate_counts_only_tasks_that_were_open():
     assert resumed_rate(RESUMED) == 0.5  # task 1 was open after turn 1; task 2 was its own
     assert resumed_rate(REDUNDANT) == 0.0 and resumed_rate(PERFECT) == 0.0
+
+
+def test_cut_resumption_pays_for_interrupted_tasks_not_deferred_ones():
+    # RESUMED: turn 1 wrote nothing, turn 2 answered task 1. Whether that is a resumption
+    # worth paying for depends on why turn 1 holds no answer.
+    interrupted, deferred = [True, False, False], [False, False, False]
+    assert cut_resumed_rate(RESUMED, interrupted) == 0.5
+    assert cut_resumed_rate(RESUMED, deferred) == 0.0
+    assert cut_resumed_rate(RESUMED, [None, False, False]) == 0.5  # unknown counts as cut
+    assert cut_resumed_rate(PERFECT, [True, True, False]) == 0.0  # answered in its own turn
+    weights = RewardWeights(accuracy=0.0, cut_resumption=2.0)
+    assert reward(RESUMED, weights, interrupted) == pytest.approx(1.0)
+    assert reward(RESUMED, weights, deferred) == 0.0
+    with pytest.raises(ValueError, match="cut flags"):
+        reward(RESUMED, weights)
+    with pytest.raises(ValueError, match="cut holds 1 turns"):
+        cut_resumed_rate(RESUMED, [True])
 
 
 @pytest.mark.parametrize(

@@ -108,6 +108,8 @@ def test_accelerate_launch_then_lm_eval_with_peft(tiny_model, small_dataset, tmp
                 "2",
                 "--save_every",
                 "2",
+                "--reward_cut_resumption",
+                "1.0",
             ),
         ]
     )
@@ -128,6 +130,7 @@ def test_accelerate_launch_then_lm_eval_with_peft(tiny_model, small_dataset, tmp
         "accuracy",
         "reattempts",
         "resumption_rate",
+        "cut_resumption",
         "kl",
         "entropy",
         "loss",
@@ -135,7 +138,7 @@ def test_accelerate_launch_then_lm_eval_with_peft(tiny_model, small_dataset, tmp
         "mean_output_length",
     ):
         assert key in rows[0]
-    assert "val_reward" in rows[1]
+    assert "val_reward" in rows[1] and 0.0 <= rows[1]["val_cut_resumption"] <= 1.0
     assert (out / "checkpoints" / "step-0000002" / "trainer_state.json").exists()
     assert "peft=" in (out / "README.md").read_text()
 
@@ -347,7 +350,15 @@ def test_inspect_reattempts_splits_what_the_metric_counts(mini, small_dataset, c
     assert 0.0 <= result["closing_empty"] <= 1.0
 
 
-@pytest.mark.parametrize("name", ["llama-3.2-1b.yaml", "tiny-cpu.yaml", "reference-small-cpu.yaml"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "llama-3.2-1b.yaml",
+        "tiny-cpu.yaml",
+        "reference-small-cpu.yaml",
+        "smollm2-135m-cpu.yaml",
+    ],
+)
 def test_shipped_training_configs_parse_and_validate(name):
     from training.config import parse_config
 

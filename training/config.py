@@ -56,7 +56,14 @@ class TrainConfig:
         0.0, "reward weight of the re-attempt rate (pays for any tag naming an earlier task)"
     )
     reward_resumption: float = option(
-        0.0, "reward weight of answering, later, tasks left unanswered in their own turn"
+        0.0,
+        "reward weight of answering, later, tasks left unanswered in their own turn "
+        "(also pays for deferring an answer on purpose; see reward_cut_resumption)",
+    )
+    reward_cut_resumption: float = option(
+        0.0,
+        "reward weight of answering, later, tasks whose own turn the budget cut before an "
+        "answer (deferring an uncut turn earns nothing)",
     )
     reward_format: float = option(0.0, "reward weight of the format rate")
     reward_answer_once: float = option(0.0, "reward weight of answering each task exactly once")

@@ -36,7 +36,7 @@ from interrupt_bench.scoring import aggregate
 from local_models.engine import common_prefix
 from training.config import TrainConfig, parse_config
 from training.report import plot_curves, write_adapter_card
-from training.rewards import RewardWeights, advantages, normalise, reward
+from training.rewards import RewardWeights, advantages, cut_resumed_rate, normalise, reward
 from training.rollouts import sample_sessions
 
 
@@ -191,20 +191,30 @@ def greedy_metrics(run: Run) -> dict[str, float]:
     scores = [t.score() for t in transcripts]
     sums = torch.tensor(
         [
-            [reward(s, weights), s.accuracy, s.reattempts, s.resumption_num, s.resumption_den, 1.0]
-            for s in scores
+            [
+                reward(s, weights, t.cut),
+                s.accuracy,
+                s.reattempts,
+                s.resumption_num,
+                s.resumption_den,
+                cut_resumed_rate(s, t.cut),
+                1.0,
+            ]
+            for s, t in zip(scores, transcripts)
         ],
         dtype=torch.float64,
         device=accelerator.device,
     ).sum(0)
     sums = accelerator.reduce(sums, reduction="sum")
-    n = max(float(sums[5]), 1.0)
+    n = max(float(sums[6]), 1.0)
     return {
         "val_reward": float(sums[0]) / n,
         "val_accuracy": float(sums[1]) / n,
         "val_reattempts": float(sums[2]) / n,
         # re-attempts that came back to an open task (the rest re-tag finished ones)
         "val_resumption_rate": float(sums[3]) / max(float(sums[4]), 1.0),
+        # tasks the budget cut and a later turn answered, per task (deferrals excluded)
+        "val_cut_resumption": float(sums[5]) / n,
     }
 
 
@@ -329,7 +339,7 @@ def train(argv: list[str] | None = None) -> int:
         scores = [t.score() for t in transcripts]
 
         # 2. Rewards and advantages.
-        rewards = [reward(s, run.weights) for s in scores]
+        rewards = [reward(s, run.weights, t.cut) for s, t in zip(scores, transcripts)]
         adv = advantages(rewards, K, cfg.baseline, state["running_mean"])
         if cfg.normalize_advantages:
             adv = normalise(adv)
@@ -366,6 +376,8 @@ def train(argv: list[str] | None = None) -> int:
             "accuracy": batch["accuracy"],
             "reattempts": batch["reattempts"],
             "resumption_rate": batch["resumption_rate"],
+            "cut_resumption": sum(cut_resumed_rate(s, t.cut) for s, t in zip(scores, transcripts))
+            / len(scores),
             "format_rate": batch["format_rate"],
             "loss": sums["loss"],
             "entropy": entropy_sum / step_tokens,
@@ -430,6 +442,7 @@ def setup(cfg: TrainConfig) -> Run:
         format=cfg.reward_format,
         answer_once=cfg.reward_answer_once,
         resumption=cfg.reward_resumption,
+        cut_resumption=cfg.reward_cut_resumption,
     )
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],
@@ -585,8 +598,7 @@ def check_logprobs(run: Run, errors: torch.Tensor) -> None:
     )
     if verdict != "ok":
         raise RuntimeError(
-            "recomputed log-probs do not match the sampler's: the loss would train on other "
-            "tokens"
+            "recomputed log-probs do not match the sampler's: the loss would train on other tokens"
         )
 
 

@@ -9,7 +9,13 @@ The re-attempt term pays for any tag naming an earlier task, finished or not, ri
 wrong; a policy that cannot tell open tasks from finished ones learns to tag a random
 earlier task (the small reference model wrote ``<answer task=3>banana</answer>`` in the
 closing turn). The resumption term pays only for coming back to a task that was open, so
-it rewards telling the two apart."""
+it rewards telling the two apart.
+
+It still pays for *choosing* to leave a task open: on SmolLM2-135M-Instruct, 100 steps
+with it learned to answer every task one turn late (RESULTS.md, "REINFORCE on
+SmolLM2"). The cut-resumption term closes that door: it pays only for tasks whose own
+turn the token budget cut, which the policy cannot choose except by writing past the
+budget (and that costs it the turn's own answer)."""
 
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ class RewardWeights:
     format: float = 0.0
     answer_once: float = 0.0
     resumption: float = 0.0
+    cut_resumption: float = 0.0
 
 
 def answer_once_rate(score: EpisodeScore) -> float:
@@ -41,13 +48,38 @@ def resumed_rate(score: EpisodeScore) -> float:
     return score.resumption_num / score.n_tasks
 
 
-def reward(score: EpisodeScore, weights: RewardWeights = RewardWeights()) -> float:
+def cut_resumed_rate(score: EpisodeScore, cut: Sequence[bool | None]) -> float:
+    """Tasks whose own turn the budget cut before a closed answer, answered later, per task
+    of the episode. ``cut`` is the transcript's, one per turn (None, unknown: counted as
+    cut, as the scorer does). A task its own turn left unanswered without being cut was
+    deferred, not interrupted, and earns nothing here."""
+    if len(cut) < score.n_tasks:
+        raise ValueError(f"cut holds {len(cut)} turns; the episode has {score.n_tasks} tasks")
+    return (
+        sum(
+            v.answered_later and not v.answered_in_own_turn and cut[v.task_id - 1] is not False
+            for v in score.verdicts
+        )
+        / score.n_tasks
+    )
+
+
+def reward(
+    score: EpisodeScore,
+    weights: RewardWeights = RewardWeights(),
+    cut: Sequence[bool | None] | None = None,
+) -> float:
+    """The weighted sum of the terms above. ``cut`` (the transcript's per-turn flags) is
+    needed only by the cut-resumption term."""
+    if weights.cut_resumption and cut is None:
+        raise ValueError("the cut_resumption reward needs the transcript's cut flags (cut=)")
     return (
         weights.accuracy * score.accuracy
         + weights.reattempts * score.reattempt_rate
         + weights.format * score.format_rate
         + weights.answer_once * answer_once_rate(score)
         + weights.resumption * resumed_rate(score)
+        + (weights.cut_resumption * cut_resumed_rate(score, cut) if weights.cut_resumption else 0.0)
     )
 
 
