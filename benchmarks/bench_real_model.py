@@ -8,7 +8,14 @@
   (d) the model's own decode rate at the same batch size: steady-state decode steps on
       a KV cache as long as the sessions' mean context, no replay;
   (e) the weight-read bound: the weights' bytes over this machine's measured read
-      bandwidth (half its copy rate), one step per weight read.
+      bandwidth (half its copy rate), one step per weight read;
+  (f) the compute limit of (c)'s own work: the prompt tokens (c) had to prefill, in
+      chunks of the cheapest size per token (up to the engine's ``prefill_tokens``), plus the
+      tokens (c) generated, in full decode batches at (d)'s step time. No replay can do
+      the same work faster on this machine, so (c)/(f) is how close it comes, and
+      (f)/(d) is the highest c/d any replay of these sessions can reach here: on a CPU
+      a prompt token costs about half a generated one, and these sessions carry ~3.6
+      prompt tokens per generated token.
 
 SmolLM2-135M-Instruct when it is cached (``interrupt-bench-models fetch
 smollm2-135m-instruct``), else a random-init Llama of its shape. The task's default shot
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import subprocess
@@ -257,7 +265,45 @@ def path_e(lm, args) -> dict:
     }
 
 
-PATHS = {"a": path_a, "b": path_b, "c": path_c, "d": path_d, "e": path_e}
+def path_f(lm, args) -> dict:
+    """Prefill cost per token at its cheapest chunk size up to the engine's
+    ``prefill_tokens`` (transformers' own attention, at its best on long queries), each
+    size after one warm-up pass."""
+    import torch
+
+    from local_models.engine import SessionEngine
+
+    largest = SessionEngine(lm.model, lm.tok_decode).prefill_tokens
+    best = (math.inf, largest)
+    with torch.inference_mode():
+        for chunk in sorted({min(c, largest) for c in (128, 256, 512, 1024, largest)}):
+            ids = torch.randint(0, lm.model.config.vocab_size, (1, chunk), device=lm.model.device)
+            lm.model(input_ids=ids, logits_to_keep=1)
+            start, reps = time.perf_counter(), 3
+            for _ in range(reps):
+                lm.model(input_ids=ids, logits_to_keep=1)
+            best = min(best, ((time.perf_counter() - start) / reps / chunk, chunk))
+    return {"chunk": best[1], "prefill_ms_per_token": 1000 * best[0]}
+
+
+def compute_limit(figures: dict, batch_size: int) -> dict | None:
+    """(f): (c)'s prefilled tokens at (f)'s measured cost plus (c)'s generated tokens in
+    full batches at (d)'s step time; None unless c, d and f ran."""
+    if not {"c", "d", "f"} <= set(figures) or "engine" not in figures["c"]:
+        return None
+    e, f = figures["c"]["engine"], figures["f"]
+    prefill = e["prefilled_tokens"] * f["prefill_ms_per_token"] / 1000
+    decode = -(-e["generated_tokens"] // batch_size) * figures["d"]["step_ms"] / 1000
+    return {
+        **f,
+        "seconds": prefill + decode,
+        "prefill_seconds": prefill,
+        "decode_seconds": decode,
+        "tokens": e["generated_tokens"],
+    }
+
+
+PATHS = {"a": path_a, "b": path_b, "c": path_c, "d": path_d, "e": path_e, "f": path_f}
 
 
 def child(args) -> None:
@@ -290,7 +336,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--configs", nargs="+", default=["default", "tasks10_budget0to100"])
-    parser.add_argument("--paths", default="abcde", help="which of a-e to run")
+    parser.add_argument("--paths", default="abcdef", help="which of a-f to run")
     parser.add_argument("--dtype", default="auto", help="auto: bfloat16 where native, else float32")
     parser.add_argument("--device", default=None)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -329,11 +375,16 @@ def main() -> None:
     for config in args.configs:
         figures: dict[str, dict] = {}
         context = 512.0
-        for path in "cabde":  # c first: its mean context sizes (d)
+        for path in "cabdef":  # c first: its mean context sizes (d)
             if path not in args.paths:
                 continue
             figures[path] = run_path(path, args, data, model, config, context)
             context = figures.get("c", {}).get("mean_context", context)
+        limit = compute_limit(figures, args.batch_size)
+        if limit is None:
+            figures.pop("f", None)
+        else:
+            figures["f"] = {**limit, "peak_rss_mb": figures["f"]["peak_rss_mb"]}
         report[config] = figures
         print(f"\n{config}  (sessions' mean context {context:.0f} tokens)")
         print(f"{'path':<44}{'seconds':>9}{'tokens/s':>10}{'peak RSS MB':>13}")
@@ -343,13 +394,14 @@ def main() -> None:
             "c": "(c) session engine",
             "d": f"(d) decode step, batch {args.batch_size}, engine",
             "e": "(e) weight-read bound",
+            "f": "(f) compute limit of (c)'s work",
         }
-        for key in "abcde":
+        for key in "abcdef":
             if key in figures:
                 f = figures[key]
                 rate = f["tokens"] / f["seconds"]
                 secs = (
-                    f"{f['seconds']:.2f}" if key in "abc" else f"{f.get('step_ms', 0):.1f}ms/step"
+                    f"{f['seconds']:.2f}" if key in "abcf" else f"{f.get('step_ms', 0):.1f}ms/step"
                 )
                 print(f"{names[key]:<44}{secs:>9}{rate:>10.0f}{f['peak_rss_mb']:>13.0f}")
         if "d" in figures:
@@ -365,12 +417,24 @@ def main() -> None:
                 f"{e['prefill_passes']} of {e['forward_passes']} passes prefilled "
                 f"({e['prefill_seconds']:.1f} s), decode-only passes {e['decode_seconds']:.1f} s"
             )
+        if "f" in figures:
+            f = figures["f"]
+            print(
+                f"    (f) = {f['prefill_seconds']:.1f} s prefill ({f['prefill_ms_per_token']:.2f}"
+                f" ms per prompt token, chunks of {f['chunk']}) + {f['decode_seconds']:.1f} s "
+                f"decode ({figures['d']['step_ms'] / args.batch_size:.2f} ms per generated token)"
+            )
         if {"b", "c"} <= set(figures):
             print(f"b/c = {figures['b']['seconds'] / figures['c']['seconds']:.2f}x  (goal >= 3)")
         if {"a", "c"} <= set(figures):
             print(f"a/c = {figures['a']['seconds'] / figures['c']['seconds']:.2f}x  (goal <= 1.1)")
         if {"c", "d"} <= set(figures):
             print(f"c/d tokens/s = {rate['c'] / rate['d']:.2f}  (goal >= 0.5)")
+        if {"c", "d", "f"} <= set(figures):
+            print(
+                f"c/f tokens/s = {rate['c'] / rate['f']:.2f}  (1.00: at the compute limit); "
+                f"f/d = {rate['f'] / rate['d']:.2f}, the highest c/d this machine allows"
+            )
         if {"d", "e"} <= set(figures):
             print(
                 f"d/e tokens/s = {rate['d'] / rate['e']:.2f}  (copy {figures['e']['copy_gbs']:.1f}"

@@ -111,10 +111,14 @@ def test_accelerate_launch_then_lm_eval_with_peft(tiny_model, small_dataset, tmp
                 "--reward_cut_resumption",
                 "1.0",
             ),
-        ]
+        ],
+        env={"OMP_NUM_THREADS": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "first-step check" in proc.stdout and ": ok" in proc.stdout
+    # `accelerate launch --cpu` exports OMP_NUM_THREADS=1 without --num_processes (and
+    # passes on the one it was given, as here); the run uses the machine's cores anyway.
+    assert f"1 process(es) of {len(os.sched_getaffinity(0))} CPU threads" in proc.stdout
     assert {
         "adapter_config.json",
         "adapter_model.safetensors",
@@ -176,7 +180,9 @@ def test_two_data_parallel_processes(tiny_model, small_dataset, tmp_path):
     # 15 s when it works; a hang at exit (see the end of train()) fails in 4 minutes, not 10
     proc = _run(cmd, timeout=240, env={"ACCELERATE_USE_CPU": "true"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "2 process(es)" in proc.stdout
+    # Each process gets half the cores, whatever OMP_NUM_THREADS the launcher set.
+    half = max(1, len(os.sched_getaffinity(0)) // 2)
+    assert f"2 process(es) of {half} CPU threads" in proc.stdout
     assert [r["step"] for r in _log(out)] == [1, 2]
     assert len(_step0(out)) == 1 and "val_reward" in _step0(out)[0]  # the starting policy
 

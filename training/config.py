@@ -118,6 +118,13 @@ class TrainConfig:
     resume: bool = option(False, "continue from the newest checkpoint in output_dir")
     sample_every: int = option(10, "write a sample transcript every N steps", min=1)
     seed: int = option(0, "seed of data order, sampling and initialisation")
+    cpu_threads: int = option(
+        0,
+        "torch threads per process on the CPU (0: the machine's cores / processes). "
+        "`accelerate launch --cpu` without --num_processes sets OMP_NUM_THREADS=1, which "
+        "halves a 2-core machine; this setting overrides it",
+        min=0,
+    )
     check_logprobs: bool = option(
         True, "on the first step, check recomputed log-probs match the sampler's"
     )

@@ -432,6 +432,9 @@ def setup(cfg: TrainConfig) -> Run:
         ) from None
     trackers = ["tensorboard"] if _has("tensorboard") else []
     accelerator = Accelerator(log_with=trackers or None, project_dir=str(output_dir))
+    if accelerator.device.type == "cpu":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        torch.set_num_threads(cfg.cpu_threads or max(1, (cores or 1) // accelerator.num_processes))
     set_seed(cfg.seed)
     tokenizer, model = load_model(cfg)
     train = load_episodes(cfg.dataset_path, cfg.dataset_config, "train")
@@ -498,9 +501,11 @@ def start_or_resume(run: Run) -> dict:
         (output_dir / "samples.jsonl").write_text("")
     if accelerator.is_main_process:
         (output_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    on_cpu = accelerator.device.type == "cpu"
+    threads = f" of {torch.get_num_threads()} CPU threads" if on_cpu else ""
     run.log(
         f"{len(run.train)} train episodes, {len(run.val)} validation, "
-        f"{accelerator.num_processes} process(es), "
+        f"{accelerator.num_processes} process(es){threads}, "
         f"{sum(p.numel() for p in run.model.parameters() if p.requires_grad):,} "
         "trainable parameters"
     )
