@@ -14,7 +14,8 @@ PANELS = (
     ("reward", "val_reward"),
     ("accuracy", "val_accuracy"),
     ("reattempts", "val_reattempts"),
-    ("resumption_rate", "val_resumption_rate"),
+    # of open tasks / of all tasks, cut ones only (what reward_cut_resumption pays)
+    ("resumption_rate", "val_resumption_rate", "cut_resumption", "val_cut_resumption"),
     ("entropy", "kl"),
     ("mean_output_length",),
 )
