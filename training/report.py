@@ -64,7 +64,8 @@ def plot_curves(log_path: Path, png: Path, title: str = "REINFORCE on interrupt-
             ax.plot(
                 steps, means, "-", color=line.get_color(), label=f"{label} ({SMOOTH}-step mean)"
             )
-        ax.set_title(" / ".join(n.replace("_", " ") for n in names))
+        shown = dict.fromkeys(n.removeprefix("val_").replace("_", " ") for n in names)
+        ax.set_title(" / ".join(shown))  # training and validation of a metric share a title
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     for ax in axes[1]:
