@@ -13,9 +13,9 @@
       chunks of the cheapest size per token (up to the engine's ``prefill_tokens``), plus the
       tokens (c) generated, in full decode batches at (d)'s step time. No replay can do
       the same work faster on this machine, so (c)/(f) is how close it comes, and
-      (f)/(d) is the highest c/d any replay of these sessions can reach here: on a CPU
-      a prompt token costs about half a generated one, and these sessions carry ~3.6
-      prompt tokens per generated token.
+      (f)/(d) is the highest c/d any replay of these sessions can reach here: they carry
+      ~3.6 prompt tokens per generated token, and on this CPU a prompt token costs about
+      a quarter of a generated one (compute, not weight reads, bounds both).
 
 SmolLM2-135M-Instruct when it is cached (``interrupt-bench-models fetch
 smollm2-135m-instruct``), else a random-init Llama of its shape. The task's default shot
