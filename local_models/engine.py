@@ -277,27 +277,28 @@ ATTENTION = "interrupt_bench_session"
 class _Pass:
     """One packed forward pass: every row's new tokens side by side in one sequence.
 
-    Rows with one new token (decoding) attend in one batched matmul against the slot
-    buffers; rows with several (a turn's prefill) attend one at a time. Masks are built
-    once per pass and shared by all layers; ``full`` and ``sliding`` are the marker
-    tensors the model hands back as ``attention_mask`` for each layer type."""
+    Each query attends to two parts, softmaxed separately and merged exactly by their
+    log-sum-exps: its own row of the slot buffers, and (for rows that begin with a shared
+    prefix) that prefix's one copy. Rows with one new token (decoding) attend to their
+    own rows in one batched matmul; rows with several (a turn's prefill) one at a time.
+    The prefix part is one matmul per prefix for every query of the pass that uses it,
+    decoding and prefilling alike. Masks are built once per pass and shared by all
+    layers; ``full`` and ``sliding`` are the marker tensors the model hands back as
+    ``attention_mask`` for each layer type."""
 
     single_idx: torch.Tensor  # packed index of each computed one-token query
     single_rows: torch.Tensor | None  # their slots, or None: one query per slot, in order
     single_take: torch.Tensor | None  # which computed queries are real (None: all)
     single_out: torch.Tensor  # packed indices the real ones go to
-    single_masks: dict[str, torch.Tensor]  # kind -> [n, 1, 1, capacity] additive
+    single_masks: dict[str, torch.Tensor]  # kind -> [n, 1, 1, live] additive
     segments: list[tuple[int, int, int, dict[str, torch.Tensor]]]  # row, start, width, masks
+    live: int  # one-token queries read cache positions [0, live): none is valid past it
     full: torch.Tensor
     sliding: torch.Tensor
-    # The shared prefixes: what they hold, which computed one-token queries attend to
-    # which (prefix index -> query indices, None: all of them), and the additive masks
-    # of those queries over the longest prefix ([n, 1, 1, P]); per segment, its prefix
-    # index and masks ([width, P]) or None.
+    # The shared prefixes, and per prefix in use: the packed indices of the queries that
+    # attend to it (None: all of them) and their additive masks over it ([m, P]).
     prefixes: list[_Prefix] = field(default_factory=list)
-    single_groups: dict[int, torch.Tensor | None] = field(default_factory=dict)
-    single_prefix_masks: dict[str, torch.Tensor] = field(default_factory=dict)
-    segment_prefixes: list[tuple[int, dict[str, torch.Tensor]] | None] = field(
+    prefix_groups: list[tuple[int, torch.Tensor | None, dict[str, torch.Tensor | None]]] = field(
         default_factory=list
     )
 
@@ -305,9 +306,26 @@ class _Pass:
 _CURRENT: list[_Pass] = []  # the pass in flight (the attention function reads it)
 
 
+def _softmax(
+    scores: torch.Tensor, scale: float, mask: torch.Tensor | None, with_lse: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``softmax(scores * scale + mask)`` over the last dimension (``scores`` is float32
+    and is overwritten), and its log-sum-exp when the result will be merged with another
+    part's. The log-sum-exp comes from the largest score and its probability (at least
+    1/width, so well conditioned) instead of a second pass of exponentials."""
+    scores.mul_(scale)
+    if mask is not None:
+        scores.add_(mask)
+    probs = torch.softmax(scores, dim=-1)
+    if not with_lse:
+        return probs, None
+    return probs, scores.amax(dim=-1) - probs.amax(dim=-1).log()
+
+
 def packed_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
                      **kwargs):  # fmt: skip
-    """Attention of a packed pass against the slot buffers, as batched matmuls.
+    """Attention of a packed pass against the slot buffers and shared prefixes, as
+    batched matmuls.
 
     Grouped-query heads are matched without copying keys, scores and softmax are
     float32. (PyTorch's CPU SDPA kernel is tuned for long queries: at decode it spent
@@ -321,70 +339,58 @@ def packed_attention(module, query, key, value, attention_mask, scaling=None, dr
     groups = heads // kv_heads
     scale = scaling if scaling is not None else dim**-0.5
     q = query[0].transpose(0, 1)  # [T, heads, dim]
-    out = query.new_empty(total, heads, dim)
+    merge = bool(plan.prefix_groups)
+    out = query.new_empty(total, heads, dim, dtype=torch.float32)  # own-row part
+    lse = query.new_empty(total, heads, dtype=torch.float32) if merge else None
     if plan.single_idx.numel():
+        # Only the live extent of the buffers: capacity grows in steps, and reading the
+        # unwritten tail was over half of the attention's time on SmolLM2.
+        key_live, value_live = key[:, :, : plan.live], value[:, :, : plan.live]
         if plan.single_rows is None:  # every slot has exactly one query: no copies
-            qs, ks, vs = q[plan.single_idx], key, value
+            qs, ks, vs = q[plan.single_idx], key_live, value_live
         else:
             qs = q[plan.single_idx]
-            ks, vs = key[plan.single_rows], value[plan.single_rows]
+            ks, vs = key_live[plan.single_rows], value_live[plan.single_rows]
         n = qs.shape[0]
         qs = qs.view(n, kv_heads, groups, dim)
-        scores = torch.matmul(qs, ks.transpose(-1, -2)).float() * scale + plan.single_masks[kind]
-        shared = None
-        if plan.single_groups:  # scores against the shared prefixes, each read once
-            mask = plan.single_prefix_masks[kind]
-            shared = scores.new_zeros(n, kv_heads, groups, mask.shape[-1])
-            for p, idx in plan.single_groups.items():
-                pk = plan.prefixes[p].keys[layer]  # [kv_heads, P, dim]
-                qg = qs if idx is None else qs[idx]
-                m = qg.shape[0]
-                sg = torch.matmul(qg.permute(1, 0, 2, 3).reshape(kv_heads, m * groups, dim),
-                                  pk.transpose(-1, -2)).float()  # fmt: skip
-                sg = sg.view(kv_heads, m, groups, -1).permute(1, 0, 2, 3)
-                if idx is None:
-                    shared[..., : pk.shape[1]] = sg
-                else:
-                    shared[idx, :, :, : pk.shape[1]] = sg
-            scores = torch.cat([shared * scale + mask, scores], dim=-1)
-        probs = torch.softmax(scores, dim=-1).to(value.dtype)
-        if shared is None:
-            res = torch.matmul(probs, vs)
-        else:
-            width = shared.shape[-1]
-            res = torch.matmul(probs[..., width:], vs)
-            for p, idx in plan.single_groups.items():
-                pv = plan.prefixes[p].values[layer]
-                pg = probs[..., : pv.shape[1]] if idx is None else probs[idx, :, :, : pv.shape[1]]
-                m = pg.shape[0]
-                rg = torch.matmul(pg.permute(1, 0, 2, 3).reshape(kv_heads, m * groups, -1), pv)
-                rg = rg.view(kv_heads, m, groups, dim).permute(1, 0, 2, 3)
-                if idx is None:
-                    res = res + rg
-                else:
-                    res[idx] += rg
-        res = res.reshape(n, heads, dim)
-        res = res if plan.single_take is None else res[plan.single_take]
-        out[plan.single_out] = res.to(out.dtype)  # under autocast, q and v can differ
-    for (row, start, width, masks), pre in zip(plan.segments, plan.segment_prefixes):
+        scores = torch.matmul(qs, ks.transpose(-1, -2)).float()
+        probs, part_lse = _softmax(scores, scale, plan.single_masks[kind], merge)
+        res = torch.matmul(probs.to(vs.dtype), vs).reshape(n, heads, dim)
+        take = plan.single_take
+        out[plan.single_out] = (res if take is None else res[take]).float()
+        if merge:
+            part_lse = part_lse.reshape(n, heads)
+            lse[plan.single_out] = part_lse if take is None else part_lse[take]
+    for row, start, width, masks in plan.segments:
         qs = q[start : start + width].transpose(0, 1).reshape(kv_heads, groups * width, dim)
-        scores = torch.matmul(qs, key[row].transpose(-1, -2)).float()
-        scores = scores.view(kv_heads, groups, width, -1) * scale + masks[kind]
-        if pre is not None:
-            p, pmasks = pre
-            pk, pv = plan.prefixes[p].keys[layer], plan.prefixes[p].values[layer]
-            sp = torch.matmul(qs, pk.transpose(-1, -2)).float()
-            sp = sp.view(kv_heads, groups, width, -1) * scale + pmasks[kind]
-            scores = torch.cat([sp, scores], dim=-1)
-        probs = torch.softmax(scores, dim=-1).to(value.dtype)
-        if pre is None:
-            res = torch.matmul(probs.view(kv_heads, groups * width, -1), value[row])
-        else:
-            n_pre = pk.shape[1]
-            flat = probs.view(kv_heads, groups * width, -1)
-            res = torch.matmul(flat[..., n_pre:], value[row]) + torch.matmul(flat[..., :n_pre], pv)
+        live = masks[kind].shape[-1]  # this row's positions up to its last new token
+        krow, vrow = key[row, :, :live], value[row, :, :live]
+        scores = torch.matmul(qs, krow.transpose(-1, -2)).float()
+        scores = scores.view(kv_heads, groups, width, -1)
+        probs, part_lse = _softmax(scores, scale, masks[kind], merge)
+        res = torch.matmul(probs.view(kv_heads, groups * width, -1).to(vrow.dtype), vrow)
         out[start : start + width] = res.view(heads, width, dim).transpose(0, 1)
-    return out[None], None
+        if merge:
+            lse[start : start + width] = part_lse.view(heads, width).transpose(0, 1)
+    for p, idx, masks in plan.prefix_groups:
+        pk, pv = plan.prefixes[p].keys[layer], plan.prefixes[p].values[layer]  # [kv, P, dim]
+        qp = q if idx is None else q[idx]
+        m = qp.shape[0]
+        qp = qp.transpose(0, 1).reshape(kv_heads, groups * m, dim)  # query heads grouped
+        scores = torch.matmul(qp, pk.transpose(-1, -2)).float().view(kv_heads, groups, m, -1)
+        probs, part_lse = _softmax(scores, scale, masks[kind], True)
+        res = torch.matmul(probs.view(kv_heads, groups * m, -1).to(pv.dtype), pv)
+        res = res.view(heads, m, dim).transpose(0, 1)
+        part_lse = part_lse.view(heads, m).transpose(0, 1)
+        own, own_lse = (out, lse) if idx is None else (out[idx], lse[idx])
+        both = torch.logaddexp(own_lse, part_lse)
+        merged = own * torch.exp(own_lse - both)[..., None]
+        merged += res.float() * torch.exp(part_lse - both)[..., None]
+        if idx is None:
+            out = merged
+        else:
+            out[idx] = merged
+    return out.to(query.dtype)[None], None
 
 
 class session_attention:
@@ -508,10 +514,12 @@ class SessionEngine:
         """Packed ids, positions, write targets and masks of one pass."""
         ids, rows, write, rope, last = [], [], [], [], []
         singles, single_idx, segments = [], [], []
+        starts: dict[int, int] = {}  # slot -> its first packed index
         prefixes = self._prefixes
         for slot in sorted(feeds):
             feed, state = feeds[slot], states[slot]
             n, start = len(feed), len(ids)
+            starts[slot] = start
             ids.extend(feed)
             rows.extend([slot] * n)
             write.extend(range(state.end, state.end + n))
@@ -529,7 +537,9 @@ class SessionEngine:
         t_rope = torch.tensor(rope, device=dev)
         cache.valid[t_rows, t_write] = True  # each token sees itself and earlier ones
         cache.rope[t_rows, t_write] = t_rope
-        k = torch.arange(cache.capacity, device=dev)
+        # Every valid position of a row lies before its end (after this pass's writes).
+        live = max(max(write) + 1, max((st.end for st in states.values()), default=0))
+        k = torch.arange(live, device=dev)
         sliding = "sliding_attention" in self.layer_types
         # One-token rows: one query per slot when most slots have one (no key copies).
         everyone = len(singles) * 2 >= cache.rows
@@ -538,53 +548,42 @@ class SessionEngine:
         pos = {s: i for i, s in enumerate(single_rows)}
         if singles:
             q_rope[[pos[s] for s in singles]] = t_rope[single_idx]
-        allowed = cache.valid[single_rows]
+        allowed = cache.valid[single_rows, :live]
         single_masks = {"full": self._additive(allowed)[:, None, None]}
         if sliding:
-            near = (q_rope[:, None] - cache.rope[single_rows]) < self.window
+            near = (q_rope[:, None] - cache.rope[single_rows, :live]) < self.window
             single_masks["sliding"] = self._additive(allowed & near)[:, None, None]
-        # Queries of rows that begin with a shared prefix also attend to its first
-        # ``shared`` positions (token index = position there).
-        members: dict[int, list[int]] = {}
-        shared = torch.zeros(len(single_rows), dtype=torch.long, device=dev)
-        for i, s in enumerate(single_rows):
-            row = states.get(s) if s in feeds and len(feeds[s]) == 1 else None
-            if row is not None and row.prefix >= 0 and row.shared:
-                members.setdefault(row.prefix, []).append(i)
-                shared[i] = row.shared
-        single_groups: dict[int, torch.Tensor | None] = {}
-        single_prefix_masks: dict[str, torch.Tensor] = {}
-        if members:
-            width = max(len(prefixes[p].ids) for p in members)
-            j = torch.arange(width, device=dev)
-            ok = j[None, :] < shared[:, None]
-            single_prefix_masks["full"] = self._additive(ok)[:, None, None]
-            if sliding:
-                near = (q_rope[:, None] - j[None, :]) < self.window
-                single_prefix_masks["sliding"] = self._additive(ok & near)[:, None, None]
-            for p, idx in members.items():
-                every = len(members) == 1 and len(idx) == len(single_rows)
-                single_groups[p] = None if every else torch.tensor(idx, device=dev)
-        seg_plans, seg_prefixes = [], []
+        seg_plans = []
         for slot, start, n in segments:
             w = t_write[start : start + n]
-            allowed = cache.valid[slot][None, :] & (k[None, :] <= w[:, None])
+            row_live = states[slot].end + n  # this row's extent after the pass
+            allowed = cache.valid[slot, :row_live][None, :] & (k[None, :row_live] <= w[:, None])
             masks = {"full": self._additive(allowed)}
             q_pos = t_rope[start : start + n, None]
             if sliding:
-                near = (q_pos - cache.rope[slot][None, :]) < self.window
+                near = (q_pos - cache.rope[slot, :row_live][None, :]) < self.window
                 masks["sliding"] = self._additive(allowed & near)
             seg_plans.append((slot, start, n, masks))
+        # Queries of rows that begin with a shared prefix also attend to its first
+        # ``shared`` positions (token index = position there), one group per prefix.
+        users: dict[int, tuple[list[int], list[int]]] = {}  # prefix -> (queries, shared)
+        for slot, start in starts.items():
             row = states[slot]
             if row.prefix >= 0 and row.shared:
-                j = torch.arange(len(prefixes[row.prefix].ids), device=dev)
-                ok = (j < row.shared)[None, :].expand(n, -1)
-                pmasks = {"full": self._additive(ok)}
-                if sliding:
-                    pmasks["sliding"] = self._additive(ok & ((q_pos - j[None, :]) < self.window))
-                seg_prefixes.append((row.prefix, pmasks))
-            else:
-                seg_prefixes.append(None)
+                queries, shared = users.setdefault(row.prefix, ([], []))
+                queries.extend(range(start, start + len(feeds[slot])))
+                shared.extend([row.shared] * len(feeds[slot]))
+        prefix_groups = []
+        for p, (queries, shared) in users.items():
+            j = torch.arange(len(prefixes[p].ids), device=dev)
+            ok = j[None, :] < torch.tensor(shared, device=dev)[:, None]
+            # None: every query sees the whole prefix (no mask to add).
+            pmasks = {"full": None if bool(ok.all()) else self._additive(ok)}
+            if sliding:
+                near = (t_rope[queries][:, None] - j[None, :]) < self.window
+                pmasks["sliding"] = self._additive(ok & near)
+            every = len(queries) == len(ids)  # in packed order: all of them
+            prefix_groups.append((p, None if every else torch.tensor(queries, device=dev), pmasks))
         t_single_idx = torch.tensor(single_idx, dtype=torch.long, device=dev)
         take = None
         if everyone:
@@ -603,12 +602,11 @@ class SessionEngine:
             single_out=t_single_idx,
             single_masks=single_masks,
             segments=seg_plans,
+            live=live,
             full=torch.zeros(1, 1, 1, 1, device=dev),
             sliding=torch.zeros(1, 1, 1, 1, device=dev),
             prefixes=prefixes,
-            single_groups=single_groups,
-            single_prefix_masks=single_prefix_masks,
-            segment_prefixes=seg_prefixes,
+            prefix_groups=prefix_groups,
         )
         cache.plan(t_rows, t_write)
         return ids, rope, last, plan
