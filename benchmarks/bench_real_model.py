@@ -371,6 +371,7 @@ def main() -> None:
         f"{described}, {args.dtype} on {args.device}, {args.threads} threads, batch size "
         f"{args.batch_size}, {args.episodes} test episodes per config, the default shot"
     )
+    print(f"machine: {hardware.describe()}")
     report = {}
     for config in args.configs:
         figures: dict[str, dict] = {}
@@ -429,7 +430,11 @@ def main() -> None:
         if {"a", "c"} <= set(figures):
             print(f"a/c = {figures['a']['seconds'] / figures['c']['seconds']:.2f}x  (goal <= 1.1)")
         if {"c", "d"} <= set(figures):
-            print(f"c/d tokens/s = {rate['c'] / rate['d']:.2f}  (goal >= 0.5)")
+            hf_rate = args.batch_size / figures["d"]["hf_step_ms"] * 1000
+            print(
+                f"c/d tokens/s = {rate['c'] / rate['d']:.2f}  (goal >= 0.5; against "
+                f"transformers' own decode step: {rate['c'] / hf_rate:.2f})"
+            )
         if {"c", "d", "f"} <= set(figures):
             print(
                 f"c/f tokens/s = {rate['c'] / rate['f']:.2f}  (1.00: at the compute limit); "

@@ -35,3 +35,24 @@ def best_dtype() -> str:
     if torch.cuda.is_available():
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
     return "bfloat16" if cpu_has_bf16() else "float32"
+
+
+def describe() -> str:
+    """One line naming the processor, its cores and whether it multiplies bfloat16
+    natively: benchmark figures are only comparable on the same line."""
+    import os
+
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
+    name = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    bf16 = "native bfloat16" if cpu_has_bf16() else "no native bfloat16"
+    return f"{name}, {os.cpu_count()} cores, {bf16}, torch {torch.__version__}"

@@ -141,6 +141,36 @@ def test_greedy_equals_per_request_generate(multibyte_model, dtype, arch, shared
     assert any(ord(c) > 127 for t in texts for c in t)  # multi-byte outputs were exercised
 
 
+@pytest.mark.parametrize("arch", ["llama", "gemma3-sliding"])
+def test_greedy_with_mixed_prefixes(multibyte_model, arch):
+    """Sessions on two different shared prefixes, one that shares only the first part of
+    a prefix, and two that share none, in the same passes: each query attends to its own
+    prefix only (or to part of it, or to none), and every turn is still per-request
+    ``generate``'s, token for token (float32)."""
+    tok = AutoTokenizer.from_pretrained(multibyte_model)
+    if arch == "llama":
+        model = AutoModelForCausalLM.from_pretrained(multibyte_model).eval()
+    else:
+        model = _tiny_gemma3(tok, torch.float32)
+    other = "System: a different preamble for other sessions, long enough to be shared. "
+    partial = SHARED[: len(SHARED) // 3] + "then something else entirely. "
+    prefixes = [SHARED, SHARED, other, SHARED, other, partial, "", ""]
+    sessions = []
+    for i, prefix in enumerate(prefixes):
+        chat = Chat(tok, prefix + PROMPTS[i % len(PROMPTS)])
+        PROMPTS_BY_ID[id(chat)] = chat.text
+        sessions.append(chat)
+    engine = _engine(model, tok, batch_size=8)
+    stats = engine.run(sessions)
+    assert len(engine._prefixes) == 2  # SHARED and other, each prefilled once
+    assert stats.shared_prefix_sessions == 6  # the partial one sits on part of SHARED
+    for s in sessions:
+        for done, ref in zip(s.done, _reference(model, tok, s)):
+            assert done.ids == ref[: len(done.ids)]
+            if done.cut:
+                assert done.ids == ref
+
+
 def test_turn_text_is_the_decode_of_exactly_the_generated_ids(multibyte_model):
     """The bug this engine fixed: re-encoding decoded text ('café \\ufffd') gives more ids
     than were generated, and cutting those cut the text short."""
