@@ -11,9 +11,10 @@ slowest one at each turn. This engine instead:
   context and the cached ids is reused, so a template that re-tokenises earlier text
   differently still gets exactly the ids a per-request call would see);
 - prefills a prefix shared by many sessions (system prompt, demonstrations) once and
-  keeps its keys and values once: every row that starts with it attends to the one copy
-  (each query's scores against the shared prefix and against its own row are softmaxed
-  together), so a decode step reads the prefix once, not once per row;
+  keeps its keys and values once: every query of a pass whose row starts with it
+  attends to the one copy in one matmul, and that part is merged exactly with the
+  query's attention over its own row through the two parts' log-sum-exps, so a pass
+  reads the prefix once, not once per row;
 - lets a row leave the batch the moment its turn ends (EOS, stop string or budget) and
   gives it the session's next turn at once, or a new session when the session is over:
   continuous batching across sessions, up to ``batch_size`` rows and a KV memory bound.
