@@ -585,7 +585,8 @@ class SessionEngine:
             j = torch.arange(len(prefixes[p].ids), device=dev)
             ok = j[None, :] < torch.tensor(shared, device=dev)[:, None]
             # None: every query sees the whole prefix (no mask to add).
-            pmasks = {"full": None if bool(ok.all()) else self._additive(ok)}
+            whole = min(shared) >= len(prefixes[p].ids)
+            pmasks = {"full": None if whole else self._additive(ok)}
             if sliding:
                 near = (t_rope[queries][:, None] - j[None, :]) < self.window
                 pmasks["sliding"] = self._additive(ok & near)

@@ -10,15 +10,20 @@ BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
 @functools.cache
-def cpu_has_bf16() -> bool:
-    """Whether the CPU multiplies bfloat16 natively (AMX or AVX512-BF16): there bf16
-    matmuls run about twice as fast as float32; elsewhere bf16 is emulated and slower."""
+def _cpuinfo(field: str) -> str:
+    """The first ``field : value`` of /proc/cpuinfo, or "" where there is none."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
-                  if line.startswith("flags")), [])  # fmt: skip
+        return ""
+    return next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                 if line.startswith(field)), "")  # fmt: skip
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU multiplies bfloat16 natively (AMX or AVX512-BF16): there bf16
+    matmuls run about twice as fast as float32; elsewhere bf16 is emulated and slower."""
+    flags = _cpuinfo("flags").split()
     return any(flag in flags for flag in BF16_CPU_FLAGS)
 
 
@@ -46,13 +51,6 @@ def describe() -> str:
 
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
-    name = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    name = _cpuinfo("model name") or "unknown CPU"
     bf16 = "native bfloat16" if cpu_has_bf16() else "no native bfloat16"
     return f"{name}, {os.cpu_count()} cores, {bf16}, torch {torch.__version__}"
