@@ -2,7 +2,10 @@
 turn's budget is drawn from, and the closing turn's budget.
 
 ``default`` is the benchmark; the ``tasks{N}_budget{LO}to{HI}`` grid mirrors the seed
-paper's Table 1 (number of tasks × budget interval)."""
+paper's Table 1 (number of tasks × budget interval). ``easy`` has the default's shape
+with task kinds a small instruct model can do alone (copying, comparing, picking from the
+question), so that what limits its score is keeping track of tasks, not computing
+answers; ``easy_tasks5_budget{LO}to{HI}`` are Table 1's budget intervals at 5 tasks."""
 
 from __future__ import annotations
 
@@ -14,11 +17,13 @@ from interrupt_bench.errors import ConfigError
 from interrupt_bench.families import get_family
 
 DEFAULT_FAMILIES = ("math", "translation", "ordering")
+EASY_FAMILIES = ("copying", "comparison", "picking")
 SPLITS = ("train", "validation", "test")
 # Episodes per split for every shipped config.
 DEFAULT_SPLIT_SIZES = {"train": 2000, "validation": 200, "test": 500}
 GRID_TASKS = (2, 5, 10)
 GRID_INTERVALS = ((0, 50), (0, 100), (50, 200))
+EASY_GRID_TASKS = (5,)  # the easy tier's grid: Table 1's budget intervals at these sizes
 
 
 @dataclass(frozen=True)
@@ -97,8 +102,9 @@ class EpisodeConfig:
         }
 
 
-def grid_config_name(n_tasks: int, lo: int, hi: int) -> str:
-    return f"tasks{n_tasks}_budget{lo}to{hi}"
+def grid_config_name(n_tasks: int, lo: int, hi: int, tier: str = "") -> str:
+    """``tasks5_budget0to50``; with a tier, ``easy_tasks5_budget0to50``."""
+    return f"{tier + '_' if tier else ''}tasks{n_tasks}_budget{lo}to{hi}"
 
 
 def _shipped_configs() -> dict[str, EpisodeConfig]:
@@ -118,6 +124,24 @@ def _shipped_configs() -> dict[str, EpisodeConfig]:
                 budget_hi=hi,
                 description=f"Table 1 grid: {n_tasks} tasks, budgets {lo}–{hi} tokens.",
             )
+    configs["easy"] = EpisodeConfig(
+        "easy",
+        families=EASY_FAMILIES,
+        description="The easy tier: the default's shape (5 tasks, budgets 0–100, closing "
+        "budget 100) with copying, comparison and picking tasks.",
+    )
+    for n_tasks in EASY_GRID_TASKS:
+        for lo, hi in GRID_INTERVALS:
+            name = grid_config_name(n_tasks, lo, hi, tier="easy")
+            configs[name] = EpisodeConfig(
+                name,
+                n_tasks=n_tasks,
+                budget_lo=lo,
+                budget_hi=hi,
+                families=EASY_FAMILIES,
+                description=f"Easy tier, Table 1 grid: {n_tasks} tasks, budgets {lo}–{hi} "
+                "tokens.",
+            )
     return configs
 
 
@@ -131,3 +155,10 @@ def get_config(name: str) -> EpisodeConfig:
         raise ConfigError(
             f"unknown config {name!r}; shipped configs: {', '.join(CONFIGS)}"
         ) from None
+
+
+def families_of(name: str) -> tuple[str, ...]:
+    """The task families of a config by name: a shipped config's own, else the default's
+    (a custom config's rows name their families task by task, not as a set)."""
+    config = CONFIGS.get(name)
+    return config.families if config is not None else DEFAULT_FAMILIES

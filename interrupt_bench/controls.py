@@ -1,6 +1,7 @@
 """Control conditions on the same episodes, so the cost of interruption is a difference
 of two numbers: *nocut* raises every budget to a generous cap; *single* asks each task
-alone, in a session of one, with that cap."""
+alone, in a session of one, with that cap. *paired* plays all three for every episode, so
+the differences are taken episode by episode (``interrupt_bench.costs``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from interrupt_bench.episodes import Episode
 
 CONTROL_BUDGET = 256
 CONDITIONS = ("interrupted", "nocut", "single")
+PAIRED = "paired"  # every condition of CONDITIONS on each episode
 
 
 def nocut(episode: Episode, cap: int = CONTROL_BUDGET) -> Episode:
@@ -33,12 +35,25 @@ def single(episode: Episode, cap: int = CONTROL_BUDGET) -> list[Episode]:
     ]
 
 
+def labelled_sessions(
+    episode: Episode, condition: str, cap: int = CONTROL_BUDGET
+) -> list[tuple[str, Episode]]:
+    """The sessions to replay for one episode under a condition, each with the condition
+    it belongs to (``paired`` gives the interrupted session, the nocut one, then one per
+    task)."""
+    if condition == "interrupted":
+        return [("interrupted", episode)]
+    if condition == "nocut":
+        return [("nocut", nocut(episode, cap))]
+    if condition == "single":
+        return [("single", s) for s in single(episode, cap)]
+    if condition == PAIRED:
+        return [pair for c in CONDITIONS for pair in labelled_sessions(episode, c, cap)]
+    raise ValueError(
+        f"unknown condition {condition!r}; use one of {', '.join((*CONDITIONS, PAIRED))}"
+    )
+
+
 def sessions_for(episode: Episode, condition: str, cap: int = CONTROL_BUDGET) -> list[Episode]:
     """The sessions to replay for one episode under a condition."""
-    if condition == "interrupted":
-        return [episode]
-    if condition == "nocut":
-        return [nocut(episode, cap)]
-    if condition == "single":
-        return single(episode, cap)
-    raise ValueError(f"unknown condition {condition!r}; use one of {', '.join(CONDITIONS)}")
+    return [session for _, session in labelled_sessions(episode, condition, cap)]

@@ -22,14 +22,15 @@ MEAN_METRICS = ("accuracy", "reattempts", "reattempt_rate", "answer_rate", "form
 RATIO_METRICS = ("resumption_rate",)
 
 
-def lm_eval_metrics() -> dict[str, str]:
-    """Every metric the lm-eval tasks report -> its aggregation: ``mean`` over episodes,
-    or ``ratio`` (sum of numerators / sum of denominators). The task YAML's
-    ``metric_list`` is generated from this, and ``EpisodeScore.items`` gives these keys."""
+def lm_eval_metrics(families: Sequence[str] = DEFAULT_FAMILIES) -> dict[str, str]:
+    """Every metric the lm-eval tasks of a config with these ``families`` report -> its
+    aggregation: ``mean`` over episodes, or ``ratio`` (sum of numerators / sum of
+    denominators). The task YAML's ``metric_list`` is generated from this, and
+    ``EpisodeScore.items`` gives these keys."""
     return {
         **dict.fromkeys(MEAN_METRICS, "mean"),
         **dict.fromkeys(RATIO_METRICS, "ratio"),
-        **{f"accuracy_{family}": "ratio" for family in DEFAULT_FAMILIES},
+        **{f"accuracy_{family}": "ratio" for family in families},
     }
 
 
@@ -120,15 +121,18 @@ class EpisodeScore:
             out[f"accuracy_{family}"] = correct / total
         return out
 
-    def items(self) -> dict[str, float | tuple[int, int]]:
+    def items(
+        self, families: Sequence[str] = DEFAULT_FAMILIES
+    ) -> dict[str, float | tuple[int, int]]:
         """What one episode contributes to the benchmark's metrics (lm-eval's per-document
         results): plain values are averaged over episodes; ``(numerator, denominator)``
-        pairs are summed first, so a ratio weighs every task, not every episode."""
+        pairs are summed first, so a ratio weighs every task, not every episode.
+        ``families`` are those of the episode's config (one ``accuracy_FAMILY`` each)."""
         out: dict[str, float | tuple[int, int]] = {
             name: float(getattr(self, name)) for name in MEAN_METRICS
         }
         out["resumption_rate"] = (self.resumption_num, self.resumption_den)
-        for family in DEFAULT_FAMILIES:
+        for family in families:
             out[f"accuracy_{family}"] = self.family_counts.get(family, (0, 0))
         return out
 

@@ -13,7 +13,7 @@ Budget-0 turns skip the model. The cut text stays in the conversation and the ne
 question follows.
 
 ``args`` of an Instance: ``(episode row as JSON, settings)``; settings hold the
-condition (interrupted / nocut / single), the budget cap of the controls, whether to use
+condition (interrupted / nocut / single / paired), the budget cap of the controls, whether to use
 the model's chat template, the ``--system_instruction`` and the generation kwargs."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from interrupt_bench import demonstrations, prompts
-from interrupt_bench.controls import CONTROL_BUDGET, sessions_for
+from interrupt_bench.controls import CONTROL_BUDGET, labelled_sessions
 from interrupt_bench.episodes import Episode
 from interrupt_bench.session import SessionRun, Transcript, TurnRequest, TurnResult, replay
 from local_models.engine import Ask, Generated
@@ -351,8 +351,9 @@ def interrupt_session(self: Any, requests: list[Any]) -> list[str]:
     """``LM.interrupt_session``: replay every requested episode; one result per request
     (lm-eval pads ranks by repeating Instances, so repeats share one replay).
 
-    Each result is JSON text ``{"sessions": [transcript, …]}`` (one session, or one per
-    task for the single-task control): lm-eval logs responses as strings, so JSON keeps
+    Each result is JSON text ``{"sessions": [transcript, …]}`` (one session, one per
+    task for the single-task control, both and the nocut one for the paired controls;
+    each names its ``condition``): lm-eval logs responses as strings, so JSON keeps
     the ``--log_samples`` transcripts machine-readable."""
     unique: dict[int, Any] = {}
     for req in requests:
@@ -360,11 +361,14 @@ def interrupt_session(self: Any, requests: list[Any]) -> list[str]:
     episodes: list[Episode] = []
     settings: list[dict[str, Any]] = []
     owner: list[int] = []  # request id per session
+    conditions: list[str] = []  # the condition each session is played under
     for req in unique.values():
         row_json, req_settings = req.args
         episode = Episode.from_row(json.loads(row_json))
         cap = int(req_settings.get("budget_cap", CONTROL_BUDGET))
-        for session in sessions_for(episode, req_settings.get("condition", "interrupted"), cap):
+        condition = req_settings.get("condition", "interrupted")
+        for label, session in labelled_sessions(episode, condition, cap):
+            conditions.append(label)
             episodes.append(session)
             settings.append(req_settings)
             owner.append(id(req))
@@ -387,5 +391,7 @@ def interrupt_session(self: Any, requests: list[Any]) -> list[str]:
         sent = responder.prompts
     by_request: dict[int, list[dict]] = {rid: [] for rid in unique}
     for i, (rid, transcript) in enumerate(zip(owner, transcripts)):
-        by_request[rid].append(_transcript_record(transcript, sent, i))
+        by_request[rid].append(
+            {"condition": conditions[i], **_transcript_record(transcript, sent, i)}
+        )
     return [json.dumps({"sessions": by_request[id(req)]}, ensure_ascii=False) for req in requests]

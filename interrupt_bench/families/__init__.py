@@ -3,10 +3,25 @@ built-ins; a new family is a new module here (or anywhere) that calls
 :func:`interrupt_bench.tasks.register_family`."""
 
 from interrupt_bench.errors import ConfigError
-from interrupt_bench.families import math_ops, ordering, translation
+from interrupt_bench.families import (
+    comparison,
+    copying,
+    math_ops,
+    ordering,
+    picking,
+    translation,
+)
 from interrupt_bench.tasks import FAMILIES, Family
 
-__all__ = ["get_family", "math_ops", "ordering", "translation"]
+__all__ = [
+    "comparison",
+    "copying",
+    "get_family",
+    "math_ops",
+    "ordering",
+    "picking",
+    "translation",
+]
 
 
 def get_family(name: str) -> Family:

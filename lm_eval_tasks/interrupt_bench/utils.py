@@ -13,7 +13,9 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.task import ConfigurableTask
 
 from interrupt_bench import demonstrations
+from interrupt_bench.config import families_of
 from interrupt_bench.controls import CONTROL_BUDGET
+from interrupt_bench.costs import paired_items, split_by_condition
 from interrupt_bench.dataset import HUB_DATASET_ID, load_rows
 from interrupt_bench.episodes import Episode, check_budgets
 from interrupt_bench.scoring import merge_scores, ratio_of_sums, score_episode
@@ -145,14 +147,23 @@ def flexible(resps: Iterable[str], docs: list[dict]) -> list[str]:
 
 def process_results(doc: dict, results: list[str]) -> dict:
     """Score the replayed session(s) of one episode with the core scorer, strictly or
-    (after the ``flexible`` filter) flexibly."""
+    (after the ``flexible`` filter) flexibly. The paired controls (sessions of all three
+    conditions) give the paired costs of ``interrupt_bench.costs``."""
     record = json.loads(results[0])
     sessions, loose = record["sessions"], record.get("filter") == FLEXIBLE_MARK
-    scores = [
-        score_episode(Episode.from_row(s["row"]), s["outputs"], s["cut"], flexible=loose)
+    by_condition = split_by_condition(
+        (
+            s.get("condition", "interrupted"),
+            score_episode(Episode.from_row(s["row"]), s["outputs"], s["cut"], flexible=loose),
+        )
         for s in sessions
-    ]
-    return (merge_scores(scores) if len(scores) > 1 else scores[0]).items()
+    )
+    merged = {c: merge_scores(scores) for c, scores in by_condition.items()}
+    if len(merged) > 1:
+        episode = Episode.from_row(doc)
+        return paired_items(episode, merged["interrupted"], merged["nocut"], merged["single"])
+    (score,) = merged.values()
+    return score.items(families_of(doc["config"]))
 
 
 def ratio(items: Iterable[tuple[int, int]]) -> float:
