@@ -23,10 +23,10 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from interrupt_bench import demonstrations, prompts
 from interrupt_bench.controls import CONTROL_BUDGET, labelled_sessions
 from interrupt_bench.episodes import Episode
 from interrupt_bench.session import SessionRun, Transcript, TurnRequest, TurnResult, replay
+from local_models.chat import render
 from local_models.engine import Ask, Generated
 
 REQUEST_TYPE = "interrupt_session"
@@ -90,31 +90,20 @@ def shares_budgets(mode: str) -> bool:
 TURN_BATCHING = ("auto", "exact", "shared")
 
 
-def render_prompt(lm: Any, messages: list[dict[str, str]], chat: bool) -> str:
-    """The exact prompt for ``generate_until``: the model's chat template, or plain text."""
-    if not chat:
-        return prompts.plain_transcript(messages)
-    rendered = lm.apply_chat_template(messages, add_generation_prompt=True)
-    system = messages[0]["content"] if messages[0]["role"] == "system" else None
-    if system and system[:60] not in str(rendered):
-        # The template dropped the system role (some do): fold it into the first user turn.
-        merged = [dict(m) for m in messages[1:]]
-        merged[0]["content"] = f"{system}\n\n{merged[0]['content']}"
-        rendered = lm.apply_chat_template(merged, add_generation_prompt=True)
-    return rendered
-
-
 def turn_prompt(lm: Any, request: TurnRequest, settings: dict[str, Any]) -> str:
     """The prompt of one turn as the model sees it: ``--system_instruction`` before the
-    system prompt, the demonstrations, then the session so far."""
+    system prompt, the demonstrations, then the session so far (``local_models.chat.
+    render``, the renderer training uses too)."""
     messages = [dict(m) for m in request.messages]
     instruction = settings.get("system_instruction")
     if instruction and messages[0]["role"] == "system":
         messages[0]["content"] = f"{instruction}\n\n{messages[0]['content']}"
-    messages = demonstrations.with_demonstrations(
-        messages, settings.get("fewshot") or [], settings.get("fewshot_placement", "turns")
+    shots, placement = settings.get("fewshot") or [], settings.get("fewshot_placement", "turns")
+    if not settings["chat"]:
+        return render(None, messages, shots, placement)
+    return render(
+        lambda m: lm.apply_chat_template(m, add_generation_prompt=True), messages, shots, placement
     )
-    return render_prompt(lm, messages, settings["chat"])
 
 
 def stop_strings(settings: dict[str, Any]) -> list[str]:

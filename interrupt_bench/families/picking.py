@@ -1,11 +1,13 @@
-"""Picking: the one word of a short list that belongs to a named everyday category
-(animals, colours, fruit and vegetables, drinks, body parts). The answer is one of the
-words shown, and the other words come from no category at all, so exactly one fits."""
+"""Picking: the one word of a short list that the question singles out: the first one,
+the one in brackets, or the one in a named everyday category (animals, colours, fruit,
+drinks, parts of the body). The answer is one of the words shown. In the category kind
+the other words come from no category, so exactly one fits."""
 
 from __future__ import annotations
 
 import random
 
+from interrupt_bench.families.translation import english_words
 from interrupt_bench.tasks import Task, register_family
 
 CATEGORIES: dict[str, tuple[str, ...]] = {
@@ -25,20 +27,25 @@ FILLERS = (
     "bottle", "clock", "bridge", "shirt", "spoon", "cup", "lamp", "box", "key", "phone",
     "ticket", "money", "paper", "bed", "wall", "street", "school", "train", "hammer", "coat",
 )  # fmt: skip
-KINDS = tuple(name.split(" ", 1)[1].replace(" ", "_") for name in CATEGORIES)
-_CHOICES = {1: 3, 2: 4, 3: 5}
+KINDS = ("first_word", "bracketed_word", "in_category")
+_LENGTH = {1: 3, 2: 4, 3: 5}
 
 
-@register_family("picking", "The one word of a short list in a named category", KINDS)
+@register_family("picking", "The one word of a short list the question singles out", KINDS)
 def generate(rng: random.Random, difficulty: int) -> Task:
+    kind = rng.choice(KINDS)
+    n = _LENGTH[difficulty]
+    if kind == "first_word":
+        words = rng.sample(english_words(), n)
+        question = f"What is the first word of this list: {', '.join(words)}?"
+        return Task("picking", kind, question, words[0], checker="text")
+    if kind == "bracketed_word":
+        word = rng.choice(english_words())
+        return Task("picking", kind, f"What is the word between the brackets: [{word}]?", word,
+                    checker="text")  # fmt: skip
     category = rng.choice(tuple(CATEGORIES))
     answer = rng.choice(CATEGORIES[category])
-    words = [answer, *rng.sample(FILLERS, _CHOICES[difficulty] - 1)]
+    words = [answer, *rng.sample(FILLERS, n - 1)]
     rng.shuffle(words)
-    return Task(
-        "picking",
-        category.split(" ", 1)[1].replace(" ", "_"),
-        f"Which of these words is {category}: {', '.join(words)}?",
-        answer,
-        checker="text",
-    )
+    question = f"Which of these words is {category}: {', '.join(words)}?"
+    return Task("picking", kind, question, answer, checker="text")
