@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from lm_eval.api.model import LM
+from lm_eval.api.registry import register_model
 
 from interrupt_bench import prompts
 from interrupt_bench.episodes import Episode
@@ -30,7 +31,35 @@ class WhitespaceTokenizer:
         return text.split()
 
 
+@register_model("interrupt-bench-policy")
 class PolicyLM(LM):
+    """On the CLI (with this module imported, as ``python -m lm_eval_tasks.scripted_lm``
+    does): ``--model interrupt-bench-policy --model_args
+    policy=oracle,dataset_path=DIR,configs=default+easy``."""
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):
+        from lm_eval.utils import simple_parse_args_string
+
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string))
+
+    @classmethod
+    def create_from_arg_obj(cls, args: dict, additional_config: dict | None = None):
+        from interrupt_bench.dataset import load_episodes
+
+        if "dataset_path" not in args:
+            raise ValueError(
+                "interrupt-bench-policy needs --model_args dataset_path=DIR (the build whose "
+                "answers it looks up), e.g. policy=oracle,dataset_path=DIR,configs=default"
+            )
+        episodes = [
+            episode
+            for config in str(args.get("configs", "default")).split("+")
+            for split in ("validation", "test")
+            for episode in load_episodes(str(args["dataset_path"]), config, split)
+        ]
+        return cls(episodes, str(args.get("policy", "oracle")))
+
     def __init__(
         self,
         episodes: Iterable[Episode],
@@ -127,3 +156,11 @@ class PolicyLM(LM):
         import torch.distributed as dist
 
         dist.barrier()
+
+
+if __name__ == "__main__":  # the lm_eval CLI, with interrupt-bench-policy registered
+    import sys
+
+    from lm_eval.__main__ import cli_evaluate
+
+    sys.exit(cli_evaluate())

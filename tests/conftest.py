@@ -11,7 +11,7 @@ from interrupt_bench.config import get_config
 
 SMALL = {"train": 30, "validation": 10, "test": 20}
 ROOT = Path(__file__).resolve().parents[1]
-SMALL_CONFIGS = ("default", "tasks2_budget0to50", "tasks10_budget50to200")
+SMALL_CONFIGS = ("default", "tasks2_budget0to50", "tasks10_budget50to200", "easy")
 
 
 @pytest.fixture(autouse=True)

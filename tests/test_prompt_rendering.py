@@ -56,7 +56,7 @@ def test_training_renders_the_prompt_lm_eval_sends(tiny_model, template, chat, k
         (transcript,) = replay([episode], policy_responder("oracle"))
         deltas = turn_deltas(tok, episode, chat, shots=shots)
         run = SessionRun(episode)
-        for t, output in enumerate(transcript.outputs):
+        for t in range(len(transcript.outputs)):
             sent = turn_prompt(lm, run.request(), settings)
             trained = "".join(d + o for d, o in zip(deltas[:t], transcript.outputs[:t]))
             trained += deltas[t]
