@@ -1,9 +1,10 @@
 """The README's main job: build the dataset offline and summarise it, fetch (first run)
-or reuse a real pretrained model, run ``lm_eval --tasks interrupt_bench`` on it, print
-lm-eval's results table and write a PNG of accuracy and re-attempts by turn budget and by
-family.
+or reuse a real pretrained model, run the paired controls of both tiers on it
+(``lm_eval --tasks interrupt_bench_controls,interrupt_bench_easy_controls``: every episode
+interrupted, without cuts and task by task), print lm-eval's results table and the cost
+of interruption of each tier, and write a PNG of both.
 
-    interrupt-bench-eval [--model smollm2-135m-instruct] [--limit 100]
+    interrupt-bench-eval [--model smollm2-135m-instruct] [--limit 50]
 
 ``--model`` is a name from ``interrupt-bench-models list`` (SmolLM2-135M-Instruct
 by default; ``reference-small`` is the project's own from-scratch model) or a model
@@ -22,6 +23,9 @@ import sys
 import time
 from pathlib import Path
 
+# The tiers the main job reports, each by its paired controls task.
+TIERS = {"default": "interrupt_bench_controls", "easy": "interrupt_bench_easy_controls"}
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -37,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         "(default %(default)s)",
     )
     parser.add_argument(
-        "--limit", type=int, default=100, help="test episodes (default %(default)s)"
+        "--limit", type=int, default=50, help="test episodes per tier (default %(default)s)"
     )
     parser.add_argument(
         "--num-fewshot", type=int, help="demonstration sessions (default: the task's default)"
@@ -52,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     from dataset_builder.summary import summarise
     from interrupt_bench.config import CONFIGS
     from lm_eval_tasks import include_path
-    from lm_eval_tasks.figures import plot_by_budget_and_family
+    from lm_eval_tasks.figures import plot_paired_costs
     from local_models.hardware import best_dtype, device
     from local_models.registry import ModelError, has_chat_template, model_path
 
@@ -70,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     chat = has_chat_template(str(model))
     dtype = best_dtype() if args.dtype == "auto" else args.dtype
     print(
-        f"[main] 3/3 lm_eval on {args.limit} test episodes of interrupt_bench "
+        f"[main] 3/3 lm_eval: {args.limit} test episodes of each tier, each played "
+        "interrupted, without cuts and task by task "
         f"({'chat template' if chat else 'plain mode'}, {dtype})",
         flush=True,
     )
@@ -86,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         "--device",
         device(),
         "--tasks",
-        "interrupt_bench",
+        ",".join(TIERS.values()),
         "--include_path",
         include_path(),
         "--metadata",
@@ -106,15 +111,25 @@ def main(argv: list[str] | None = None) -> int:
     if proc.returncode:
         print(f"[main] lm_eval failed with exit code {proc.returncode}", file=sys.stderr)
         return proc.returncode
-    samples = max(results.rglob("samples_interrupt_bench_*.jsonl"), key=lambda p: p.stat().st_mtime)
-    png = plot_by_budget_and_family(
-        samples,
+    newest = max(results.rglob("results_*.json"), key=lambda p: p.stat().st_mtime)
+    table = json.loads(newest.read_text())["results"]
+    by_tier = {tier: table[task] for tier, task in TIERS.items()}
+    for tier, metrics in by_tier.items():
+        cost, err = metrics["interruption_cost,strict"], metrics["interruption_cost_stderr,strict"]
+        print(
+            f"[main] {tier}: accuracy {metrics['accuracy,strict']:.3f} interrupted, "
+            f"{metrics['accuracy_nocut,strict']:.3f} without cuts, "
+            f"{metrics['accuracy_single,strict']:.3f} alone; cost of interruption "
+            f"{cost:+.3f} ± {err:.3f} (paired, {args.limit} episodes)"
+        )
+    png = plot_paired_costs(
+        by_tier,
         out / "interrupt_bench.png",
-        f"{args.model} on interrupt_bench ({args.limit} test episodes, {dtype})",
+        f"{args.model}: the cost of interruption ({args.limit} test episodes a tier, {dtype})",
     )
     print(
         f"[main] lm_eval took {time.perf_counter() - start:.0f} s; results and samples in "
-        f"{samples.parent}; picture: {png}"
+        f"{newest.parent}; picture: {png}"
     )
     return 0
 

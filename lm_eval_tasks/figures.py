@@ -1,5 +1,6 @@
 """Pictures a person would rather look at than read: accuracy and re-attempt rate by the
-task's own turn budget and by task family, from lm-eval's logged samples."""
+task's own turn budget and by task family, from lm-eval's logged samples; the paired
+costs of interruption of each tier, from lm-eval's results."""
 
 from __future__ import annotations
 
@@ -84,6 +85,71 @@ def plot_by_budget_and_family(samples_path: Path, png: Path, title: str) -> Path
     right.set_xticks(range(len(families)), families)
     right.set_ylim(0, 1)
     right.set_title("by task family")
+    right.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png
+
+
+def plot_paired_costs(results: dict[str, dict], png: Path, title: str) -> Path:
+    """The paired controls of each tier side by side (``results``: tier name -> lm-eval's
+    results of its controls task): accuracy interrupted, without cuts and alone, with
+    stderr bars, and the interruption cost by the budget of each task's own turn. The y
+    axes are scaled to the data."""
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from interrupt_bench.costs import BUDGET_BINS as COST_BINS
+    from interrupt_bench.costs import bin_name
+
+    def value(metrics: dict, name: str) -> tuple[float, float]:
+        v, e = metrics.get(f"{name},strict", math.nan), metrics.get(f"{name}_stderr,strict")
+        return float(v), float(e) if isinstance(e, (int, float)) else 0.0
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    conditions = (("accuracy", "interrupted"), ("accuracy_nocut", "no cuts"),
+                  ("accuracy_single", "each task alone"))  # fmt: skip
+    tiers = list(results)
+    width = 0.8 / len(conditions)
+    top = 0.0
+    for j, (metric, label) in enumerate(conditions):
+        vals = [value(results[t], metric) for t in tiers]
+        xs = [i + width * (j - (len(conditions) - 1) / 2) for i in range(len(tiers))]
+        left.bar(xs, [v for v, _ in vals], width=width, yerr=[e for _, e in vals],
+                 capsize=3, label=label)  # fmt: skip
+        top = max([top, *(v + e for v, e in vals if not math.isnan(v))])
+    costs = [value(results[t], "interruption_cost") for t in tiers]
+    ticks = [f"{t}\ncost {c:+.3f} ± {e:.3f}" for t, (c, e) in zip(tiers, costs)]
+    left.set_xticks(range(len(tiers)), ticks)
+    left.set_ylim(0, max(top * 1.15, 0.05))
+    left.set_ylabel("accuracy (strict)")
+    left.set_title("the same episodes, three ways")
+    left.legend(fontsize=8)
+    labels = [bin_name(lo, hi).removeprefix("budget") for lo, hi in COST_BINS]
+    width = 0.8 / max(len(tiers), 1)
+    low, high = 0.0, 0.0
+    for j, tier in enumerate(tiers):
+        vals = [value(results[tier], f"interruption_cost_{bin_name(lo, hi)}")[0]
+                for lo, hi in COST_BINS]  # fmt: skip
+        xs = [i + width * (j - (len(tiers) - 1) / 2) for i in range(len(labels))]
+        right.bar(xs, [0.0 if math.isnan(v) else v for v in vals], width=width, label=tier)
+        finite = [v for v in vals if not math.isnan(v)]
+        low, high = min([low, *finite]), max([high, *finite])
+    right.axhline(0, color="black", linewidth=0.6)
+    right.set_xticks(
+        range(len(labels)), [lab.replace("to", "–").replace("plus", "+") for lab in labels]
+    )
+    right.set_xlabel("budget of the task's own turn (tokens)")
+    right.set_ylabel("interruption cost (accuracy no cuts − interrupted)")
+    pad = 0.1 * max(high - low, 0.05)
+    right.set_ylim(low - pad, high + pad)
+    right.set_title("what the cut costs, by budget")
     right.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
