@@ -1,6 +1,14 @@
 import pytest
 
-from interrupt_bench.config import CONFIGS, GRID_INTERVALS, GRID_TASKS, EpisodeConfig, get_config
+from interrupt_bench.config import (
+    CONFIGS,
+    EASY_FAMILIES,
+    EASY_GRID_TASKS,
+    GRID_INTERVALS,
+    GRID_TASKS,
+    EpisodeConfig,
+    get_config,
+)
 from interrupt_bench.errors import ConfigError
 
 
@@ -12,7 +20,16 @@ def test_shipped_configs():
         100,
         100,
     )
-    assert len(CONFIGS) == 1 + len(GRID_TASKS) * len(GRID_INTERVALS) >= 10
+    grid = (len(GRID_TASKS) + len(EASY_GRID_TASKS)) * len(GRID_INTERVALS)
+    assert len(CONFIGS) == 2 + grid >= 14
+    easy = get_config("easy")
+    shape = ("n_tasks", "budget_lo", "budget_hi", "closing_budget", "difficulty", "split_sizes")
+    assert all(getattr(easy, f) == getattr(default, f) for f in shape)  # the default's shape
+    assert easy.families == EASY_FAMILIES != default.families
+    for lo, hi in GRID_INTERVALS:
+        config = get_config(f"easy_tasks5_budget{lo}to{hi}")
+        assert (config.n_tasks, config.budget_lo, config.budget_hi) == (5, lo, hi)
+        assert config.families == EASY_FAMILIES
 
 
 @pytest.mark.parametrize(
