@@ -37,8 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model",
         default="smollm2-135m-instruct",
-        help="model name (interrupt-bench-models list) or directory "
-        "(default %(default)s)",
+        help="model name (interrupt-bench-models list) or directory (default %(default)s)",
     )
     parser.add_argument(
         "--limit", type=int, default=50, help="test episodes per tier (default %(default)s)"

@@ -1,14 +1,15 @@
 """Regenerate the seed paper's tables and figure, one command each, with lm-eval's Python
 API (pass Hugging Face model ids on a GPU, or the reference models here):
 
-    interrupt-bench-reproduce table1 --model MODEL [--limit N]
-    interrupt-bench-reproduce table2 --model A --model B [--limit N]
+    interrupt-bench-reproduce table1 --model MODEL [--tier easy] [--limit N]
+    interrupt-bench-reproduce table2 --model A --model B [--tier easy] [--limit N]
     interrupt-bench-reproduce table2 --model BASE --model pretrained=BASE,peft=ADAPTER
     interrupt-bench-reproduce fewshot --model smollm2-135m-instruct --limit 64
     interrupt-bench-reproduce figure1 --log OUTPUT_DIR/train_log.jsonl
 
-Table 1: one model over the config grid (tasks × budget interval); Table 2: several
-models on the default config; Figure 1: the curves of a training run. Each writes a
+Table 1: one model over a tier's config grid (tasks × budget interval); Table 2: several
+models on a tier's main config; both through the paired controls, so every row carries its
+cost of interruption with a paired stderr. Figure 1: the curves of a training run. Each writes a
 markdown table (numbers exactly as lm-eval reported them, with stderr), the raw results
 as JSON, and a PNG, under ``--out``."""
 
@@ -21,10 +22,18 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from interrupt_bench.config import GRID_INTERVALS, GRID_TASKS, grid_config_name
+from interrupt_bench.config import EASY_GRID_TASKS, GRID_INTERVALS, GRID_TASKS, grid_config_name
 from lm_eval_tasks import include_path
 
 METRICS = ("accuracy", "reattempts", "answer_rate", "resumption_rate", "format_rate")
+# What the paired controls' rows show: the three conditions, the two costs, the rest.
+PAIRED_METRICS = ("accuracy", "accuracy_nocut", "accuracy_single", "interruption_cost",
+                  "interleaving_cost", "answer_rate", "resumption_rate")  # fmt: skip
+# tier -> (its grid's task counts, its main config's paired controls task)
+TIERS = {
+    "default": (GRID_TASKS, "interrupt_bench_controls"),
+    "easy": (EASY_GRID_TASKS, "interrupt_bench_easy_controls"),
+}
 FILTERS = ("strict", "flexible")
 OUR_KEYS = ("num_fewshot", "chat", "placement")  # read here, not passed to lm-eval's model
 
@@ -98,9 +107,7 @@ def run_lm_eval(
     metadata = {"dataset_path": str(dataset)}
     if spec.placement:
         metadata["fewshot_placement"] = spec.placement
-    manager = TaskManager(
-        include_path=include_path(), include_defaults=False, metadata=metadata
-    )
+    manager = TaskManager(include_path=include_path(), include_defaults=False, metadata=metadata)
     result = simple_evaluate(
         model="hf",
         model_args=spec.model_args,
@@ -169,34 +176,38 @@ def _figure(path: Path, title: str, panels: list[tuple[str, list[str], dict]]) -
 
 def table1(
     spec: ModelSpec, dataset: Path, out: Path, limit: int | None, batch_size: str,
-    resume: bool = False,
+    resume: bool = False, tier: str = "default",
 ) -> Path:  # fmt: skip
+    sizes = TIERS[tier][0]
+    prefix = "" if tier == "default" else tier
     tasks = {
-        (n, lo, hi): f"interrupt_bench_{grid_config_name(n, lo, hi)}"
-        for n in GRID_TASKS
+        (n, lo, hi): f"interrupt_bench_{grid_config_name(n, lo, hi, prefix)}_controls"
+        for n in sizes
         for lo, hi in GRID_INTERVALS
     }
+    name = "table1" if tier == "default" else f"table1-{tier}"
     results = {}
-    saved = out / "table1.json"
+    saved = out / f"{name}.json"
     if resume and saved.exists():  # configs an interrupted run finished, same model and limit
         results = {t: r for t, r in json.loads(saved.read_text()).items()
                    if r.get("model") == spec.label and r.get("sample_len") == limit}  # fmt: skip
     for task in tasks.values():  # one config at a time: a long run keeps what it finished
         if task in results:
             continue
-        samples = out / f"table1_samples_{task}.jsonl"
+        samples = out / f"{name}_samples_{task}.jsonl"
         results[task] = {**run_lm_eval(spec, [task], dataset, limit, batch_size, samples)[task],
                          "model": spec.label}  # fmt: skip
         saved.write_text(json.dumps(results, indent=2, default=str))
     shots = results[tasks[(5, 0, 100)]].get("n-shot")
     lines = [
-        f"Table 1: {spec.label} over the config grid ({limit or 'all'} test episodes per "
-        f"config, {shots}-shot)",
+        f"Table 1: {spec.label} over the {tier} tier's grid ({limit or 'all'} test episodes "
+        f"per config, {shots}-shot, each played interrupted, without cuts and task by task)",
         "",
     ]
     intervals = [f"budgets {lo}–{hi}" for lo, hi in GRID_INTERVALS]
     panels = []
-    shown = (("accuracy", "strict"), ("accuracy", "flexible"), ("reattempts", "strict"))
+    shown = (("accuracy", "strict"), ("accuracy_single", "strict"),
+             ("interruption_cost", "strict"), ("resumption_rate", "strict"))  # fmt: skip
     for metric, filt in shown:
         lines += [
             f"**{metric}** ({filt})",
@@ -205,15 +216,15 @@ def table1(
             "|---|" + "---|" * len(GRID_INTERVALS),
         ]
         series = {}
-        for n in GRID_TASKS:
+        for n in sizes:
             row = [tasks[(n, lo, hi)] for lo, hi in GRID_INTERVALS]
             cells = [cell(results, t, metric, filt) for t in row]
             lines.append(f"| {n} | " + " | ".join(cells) + " |")
             series[f"{n} tasks"] = [results[t][f"{metric},{filt}"] for t in row]
         lines.append("")
         panels.append((f"{metric} ({filt})", [i.split()[1] for i in intervals], series))
-    _figure(out / "table1.png", f"Table 1: {spec.label}", panels)
-    return _write(out / "table1.md", lines)
+    _figure(out / f"{name}.png", f"Table 1 ({tier} tier): {spec.label}", panels)
+    return _write(out / f"{name}.md", lines)
 
 
 def table2(
@@ -232,22 +243,24 @@ def table2(
         results[spec.label] = run_lm_eval(spec, [task], dataset, limit, batch_size, samples)[task]
         (out / f"{name}.json").write_text(json.dumps(results, indent=2, default=str))
     split = "validation" if "validation" in task else "test"
+    shown = PAIRED_METRICS if "controls" in task else METRICS
     lines = [
-        f"{name}: models on the default config ({limit or 'all'} {split} episodes)",
+        f"{name}: models on `{task}` ({limit or 'all'} {split} episodes)",
         "",
-        "| model | n-shot | filter | " + " | ".join(METRICS) + " |",
-        "|---|---|---|" + "---|" * len(METRICS),
+        "| model | n-shot | filter | " + " | ".join(shown) + " |",
+        "|---|---|---|" + "---|" * len(shown),
     ]
     for label, res in results.items():
         for filt in FILTERS:
-            cells = [cell({"r": res}, "r", k, filt) for k in METRICS]
+            cells = [cell({"r": res}, "r", k, filt) for k in shown]
             lines.append(f"| {label} | {res.get('n-shot')} | {filt} | " + " | ".join(cells) + " |")
     panels = [
         (f"{metric} (strict / flexible)", list(results),
          {f: [r[f"{metric},{f}"] for r in results.values()] for f in FILTERS})
-        for metric in ("accuracy", "answer_rate", "reattempts")
+        for metric in (("accuracy", "accuracy_single", "interruption_cost") if "controls" in task
+                       else ("accuracy", "answer_rate", "reattempts"))
     ]  # fmt: skip
-    _figure(out / f"{name}.png", f"{name}: default config", panels)
+    _figure(out / f"{name}.png", f"{name}: {task}", panels)
     return _write(out / f"{name}.md", lines)
 
 
@@ -281,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model", action="append", default=[], help="model id or directory (table2: repeat)"
     )
+    parser.add_argument(
+        "--tier", choices=tuple(TIERS), default="default", help="table1/table2: the tier"
+    )
     parser.add_argument("--log", help="figure1: a train_log.jsonl from training/reinforce.py")
     parser.add_argument("--dataset-path", default="build/interrupt_bench", help="built if missing")
     parser.add_argument("--limit", type=int, help="test episodes per task (default: all)")
@@ -308,12 +324,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.what} needs --model")
     dataset = _ensure_dataset(Path(args.dataset_path))
     if args.what == "table1":
-        table1(parse_model(args.model[0]), dataset, out, args.limit, args.batch_size, args.resume)
+        table1(parse_model(args.model[0]), dataset, out, args.limit, args.batch_size, args.resume,
+               args.tier)  # fmt: skip
     elif args.what == "fewshot":
         fewshot_grid(args.model[0], dataset, out, args.limit, args.batch_size, args.resume)
     else:
         specs = [parse_model(m) for m in args.model]
-        table2(specs, dataset, out, args.limit, args.batch_size, resume=args.resume)
+        name = "table2" if args.tier == "default" else f"table2-{args.tier}"
+        table2(specs, dataset, out, args.limit, args.batch_size, TIERS[args.tier][1], name,
+               args.resume)  # fmt: skip
     return 0
 
 

@@ -31,19 +31,22 @@ def test_table1_and_table2_hold_what_lm_eval_reported(mini, tiny_model, tmp_path
     results = json.loads((out / "table1.json").read_text())
     table = (out / "table1.md").read_text()
     assert len(results) == 9 and (out / "table1.png").exists()
-    acc = results["interrupt_bench_tasks10_budget50to200"]
+    acc = results["interrupt_bench_tasks10_budget50to200_controls"]
     assert f"{acc['accuracy,strict']:.3f} ± {acc['accuracy_stderr,strict']:.3f}" in table
+    cost = f"{acc['interruption_cost,strict']:.3f} ± {acc['interruption_cost_stderr,strict']:.3f}"
+    assert cost in table
 
     _run("table2", "--model", f"{mini},num_fewshot=0", "--model", f"{tiny_model},num_fewshot=0",
-         *common)  # fmt: skip
-    results = json.loads((out / "table2.json").read_text())
-    table = (out / "table2.md").read_text()
+         "--tier", "easy", *common)  # fmt: skip
+    results = json.loads((out / "table2-easy.json").read_text())
+    table = (out / "table2-easy.md").read_text()
     lines = table.strip().splitlines()
-    assert (out / "table2.png").exists() and len(lines) == 8  # title, blank, header, rule, 2x2
+    assert (out / "table2-easy.png").exists() and len(lines) == 8  # title, blank, head, rule, 2x2
+    assert "interrupt_bench_easy_controls" in lines[0]
     assert [line.split(" | ")[2] for line in lines[4:]] == ["strict", "flexible"] * 2
     for res in results.values():
-        assert f"{res['reattempts,strict']:.3f}" in table
-        assert f"{res['accuracy,flexible']:.3f}" in table
+        assert f"{res['interruption_cost,strict']:.3f}" in table
+        assert f"{res['accuracy_single,flexible']:.3f}" in table
 
 
 def test_figure1_from_a_training_log(tmp_path):
