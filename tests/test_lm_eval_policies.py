@@ -213,7 +213,10 @@ def test_sweep_group_runs_every_grid_config(tmp_path):
     )
     episodes = [e for name in CONFIGS for e in load_episodes(dataset, name, "test")]
     result = _evaluate(
-        PolicyLM(episodes, "oracle"), dataset, ["interrupt_bench_sweep"], num_fewshot=0
+        PolicyLM(episodes, "oracle"),
+        dataset,
+        ["interrupt_bench_sweep", "interrupt_bench_easy_sweep", "interrupt_bench_easy"],
+        num_fewshot=0,
     )  # a test-only dataset: no train split to draw demonstrations from
     grid = [name for name in CONFIGS if name != "default"]
     assert {f"interrupt_bench_{name}" for name in grid} <= set(result["results"])
