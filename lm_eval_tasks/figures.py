@@ -15,6 +15,17 @@ def _bin_label(lo: int, hi: int) -> str:
     return "0" if hi == 0 else (f">{lo - 1}" if hi >= 10**9 else f"{lo}-{hi}")
 
 
+def _save(fig, png: Path, title: str) -> Path:
+    """Title, lay out, write and close a figure."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png
+
+
 def logged_task_rows(samples_path: Path) -> list[dict]:
     """One row per task of every logged session: family, own-turn budget, verdicts under
     both filters. lm-eval logs each document once per filter; the transcript is the same,
@@ -86,11 +97,7 @@ def plot_by_budget_and_family(samples_path: Path, png: Path, title: str) -> Path
     right.set_ylim(0, 1)
     right.set_title("by task family")
     right.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return png
+    return _save(fig, png, title)
 
 
 def plot_paired_costs(results: dict[str, dict], png: Path, title: str) -> Path:
@@ -151,8 +158,4 @@ def plot_paired_costs(results: dict[str, dict], png: Path, title: str) -> Path:
     right.set_ylim(low - pad, high + pad)
     right.set_title("what the cut costs, by budget")
     right.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return png
+    return _save(fig, png, title)

@@ -12,7 +12,7 @@ from interrupt_bench import demonstrations
 from interrupt_bench.config import CONFIGS, get_config
 from interrupt_bench.episodes import generate_split
 from interrupt_bench.policies import policy_responder
-from interrupt_bench.session import SessionRun, replay
+from interrupt_bench.session import SessionRun, TurnResult, replay
 from lm_eval_tasks.hook import turn_prompt
 from local_models.chat import turn_deltas
 
@@ -69,8 +69,6 @@ def test_training_renders_the_prompt_lm_eval_sends(tiny_model, template, chat, k
 
 
 def transcript_result(transcript, t):
-    from interrupt_bench.session import TurnResult
-
     return TurnResult(transcript.outputs[t], transcript.cut[t], transcript.n_tokens[t])
 
 
