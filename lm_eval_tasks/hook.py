@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -277,24 +278,101 @@ def eos_ids(lm: Any) -> set[int]:
     return ids
 
 
+def vllm_model(lm: Any) -> Any | None:
+    """The ``vllm.LLM`` that ``lm`` generates with (lm-eval's ``vllm`` model or our
+    ``interrupt-bench-vllm``), or None: vLLM is not imported, or ``lm`` holds no single
+    engine (lm-eval's ``data_parallel_size > 1`` runs engines in workers)."""
+    vllm = sys.modules.get("vllm")
+    llm = getattr(lm, "model", None)
+    if vllm is None or llm is None:
+        return None
+    return llm if isinstance(llm, vllm.LLM) else None
+
+
+def _generation_groups(settings: Sequence[dict[str, Any]]) -> dict[str, list[int]]:
+    """Sessions by their generation settings: each group is one run of an engine."""
+    groups: dict[str, list[int]] = {}
+    for i, st in enumerate(settings):
+        groups.setdefault(json.dumps(st.get("generation_kwargs", {}), sort_keys=True), []).append(i)
+    return groups
+
+
+def _turn_bar(lm: Any, episodes: list[Episode]):
+    from tqdm import tqdm
+
+    total = sum(sum(b > 0 for b in ep.turn_budgets()) for ep in episodes)
+    return tqdm(total=total, desc="interrupt_bench turns", disable=getattr(lm, "rank", 0) != 0)
+
+
+def replay_on_vllm(
+    lm: Any, llm: Any, episodes: list[Episode], settings: list[dict[str, Any]]
+) -> tuple[list[Transcript], dict, list]:
+    """Replay on vLLM (:mod:`local_models.vllm_sessions`): one ``LLM.generate`` call per
+    wave of turns, the prompts as the ids ``generate_until`` would send, the cut from
+    each request's finish reason. Returns what :func:`replay_on_engine` returns."""
+    import torch
+
+    from local_models.engine import Sampling
+    from local_models.vllm_sessions import eos_ids_of, run_on_vllm
+
+    runs = [SessionRun(ep, i) for i, ep in enumerate(episodes)]
+    sent: dict = {}
+    bar = _turn_bar(lm, episodes)
+    eos = eos_ids_of(llm)
+    all_stats = []
+    for key, members in _generation_groups(settings).items():
+        try:
+            sampling = Sampling.from_generation_kwargs(json.loads(key), seed=torch.initial_seed())
+        except ValueError as exc:
+            raise SessionReplayError(
+                str(exc).replace("session engine", "vLLM session backend")
+            ) from None
+        drivers = [_EngineSession(lm, runs[i], settings[i], sent) for i in members]
+        try:
+            stats = run_on_vllm(
+                llm,
+                drivers,
+                sampling,
+                decode=lambda ids: lm.tokenizer.decode(ids, skip_special_tokens=True),
+                eos_ids=sorted(eos),
+                lora_request=getattr(lm, "lora_request", None),
+                max_length=lm.max_length,
+                progress=bar.update,
+            )
+        except ValueError as exc:
+            raise SessionReplayError(f"vLLM session backend: {exc}") from None
+        except Exception as exc:  # the engine process died, or vLLM refused a request
+            log.debug("vLLM failed", exc_info=exc)
+            raise SessionReplayError(
+                f"vLLM failed during the sessions ({type(exc).__name__}: {str(exc)[:300]}). "
+                "Nothing was scored or written; fix the engine and run again (with "
+                "--use_cache DB, turns already generated are reused)"
+            ) from None
+        all_stats.append(stats)
+        log.info(
+            "interrupt_bench vLLM: %d sessions, %d tokens generated, %d prompt tokens "
+            "computed, %d served from the prefix cache, %d generate calls (%.1f s)",
+            len(members), stats.generated_tokens, stats.prefilled_tokens,
+            stats.reused_tokens, stats.forward_passes, stats.decode_seconds,
+        )  # fmt: skip
+    bar.close()
+    return [run.transcript for run in runs], sent, all_stats
+
+
 def replay_on_engine(
     lm: Any, episodes: list[Episode], settings: list[dict[str, Any]]
 ) -> tuple[list[Transcript], dict, list]:
     """Replay on the session engine: one engine run per set of generation settings.
     Returns the transcripts, the prompts sent, and each run's ``EngineStats``."""
     import torch
-    from tqdm import tqdm
 
     from local_models.engine import Sampling, SessionEngine
 
     runs = [SessionRun(ep, i) for i, ep in enumerate(episodes)]
     sent: dict = {}
-    groups: dict[str, list[int]] = {}
-    for i, st in enumerate(settings):
-        groups.setdefault(json.dumps(st.get("generation_kwargs", {}), sort_keys=True), []).append(i)
+    groups = _generation_groups(settings)
     batch = lm.batch_size if isinstance(lm.batch_size, int) else 32
-    total = sum(sum(b > 0 for b in ep.turn_budgets()) for ep in episodes)
-    bar = tqdm(total=total, desc="interrupt_bench turns", disable=getattr(lm, "rank", 0) != 0)
+    bar = _turn_bar(lm, episodes)
     all_stats = []
     for key, members in groups.items():
         sampling = Sampling.from_generation_kwargs(json.loads(key), seed=torch.initial_seed())
@@ -363,7 +441,13 @@ def interrupt_session(self: Any, requests: list[Any]) -> list[str]:
             owner.append(id(req))
     n_turns = max((e.n_turns for e in episodes), default=0)
     why_not = engine_unsupported(self, settings)
-    if why_not is None:
+    llm = (
+        vllm_model(self) if {s.get("turn_batching", "auto") for s in settings} == {"auto"} else None
+    )
+    if llm is not None:
+        log.info("interrupt_bench: %d sessions on vLLM", len(episodes))
+        transcripts, sent, _ = replay_on_vllm(self, llm, episodes, settings)
+    elif why_not is None:
         log.info("interrupt_bench: %d sessions on the session engine", len(episodes))
         transcripts, sent, _ = replay_on_engine(self, episodes, settings)
     else:

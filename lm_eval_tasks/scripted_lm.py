@@ -158,9 +158,7 @@ class PolicyLM(LM):
         dist.barrier()
 
 
-if __name__ == "__main__":  # the lm_eval CLI, with interrupt-bench-policy registered
-    import sys
+if __name__ == "__main__":  # the lm_eval CLI, with the project's models registered
+    from lm_eval_tasks.cli import main
 
-    from lm_eval.__main__ import cli_evaluate
-
-    sys.exit(cli_evaluate())
+    raise SystemExit(main())

@@ -5,3 +5,7 @@ that generates every turn of many sessions on one local model (``engine``).
 
 Used by the lm-eval front end and by training; imports the protocol
 (``interrupt_bench``), never a front end."""
+
+from local_models.torch_extensions import hide_broken_extensions
+
+hide_broken_extensions()

@@ -129,6 +129,21 @@ class EngineStats:
     shared_prefix_sessions: int = 0  # sessions seated on a shared prefix (read once per pass)
 
 
+def turn_seed(seed: int, session: int, turn: int) -> int:
+    """The sampling seed of one (session, turn): outputs do not depend on batching."""
+    digest = hashlib.sha256(f"{seed}/{session}/{turn}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def finished_text(decode: Callable[[list[int]], str], ids: list[int], eos: bool, stop) -> str:
+    """The text a turn keeps: the decode of its ids (EOS left out), cut at the first
+    stop string."""
+    text = decode(ids[:-1] if eos else ids)
+    for s in stop:
+        text = text.split(s)[0]
+    return text
+
+
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
     for i in range(n):
@@ -684,9 +699,8 @@ class SessionEngine:
     def _generator(self, driver: int, turn: int) -> torch.Generator | None:
         if self.sampling.greedy:
             return None
-        digest = hashlib.sha256(f"{self.sampling.seed}/{driver}/{turn}".encode()).digest()
         g = torch.Generator(device=self.device)
-        g.manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+        g.manual_seed(turn_seed(self.sampling.seed, driver, turn))
         return g
 
     # -- turns -----------------------------------------------------------------------------
@@ -702,9 +716,7 @@ class SessionEngine:
     def _finish(self, row: _Row, stopped: bool) -> Generated:
         ids = list(row.out)
         eos = bool(ids) and ids[-1] in self.eos_ids
-        text = self.decode(ids[:-1] if eos else ids)
-        for s in row.ask.stop:
-            text = text.split(s)[0]
+        text = finished_text(self.decode, ids, eos, row.ask.stop)
         return Generated(ids, text, cut=not stopped, logprobs=list(row.logprobs), eos=eos)
 
     def _check_ask(self, ask: Ask, driver: int) -> None:
@@ -891,4 +903,6 @@ __all__ = [
     "Sampling",
     "SessionEngine",
     "common_prefix",
+    "finished_text",
+    "turn_seed",
 ]

