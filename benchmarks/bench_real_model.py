@@ -40,6 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import local_models  # noqa: F401  (first: hides torch extensions that cannot load here)
 from lm_eval_tasks import include_path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -82,12 +83,25 @@ def model_dir(tmp: Path) -> tuple[Path, str]:
 # -- the paths, one per process ---------------------------------------------------------
 def load(args):
     import torch
-    from lm_eval.models.huggingface import HFLM
 
     torch.set_num_threads(args.threads)
+    if args.path in VLLM_PATHS:  # vLLM's engine start is part of what (g) and (h) measure
+        from lm_eval_tasks.vllm_lm import VllmLM
+
+        began = time.perf_counter()
+        lm = VllmLM(
+            pretrained=args.model, dtype=args.dtype, enable_prefix_caching=args.path == "g",
+            enforce_eager=args.enforce_eager, max_model_len=4096,
+        )  # fmt: skip
+        lm.start_seconds = time.perf_counter() - began
+        return lm
+    from lm_eval.models.huggingface import HFLM
+
+    began = time.perf_counter()
     lm = HFLM(
         pretrained=args.model, dtype=args.dtype, device=args.device, batch_size=args.batch_size
     )
+    lm.start_seconds = time.perf_counter() - began
     return lm
 
 
@@ -306,10 +320,32 @@ def compute_limit(figures: dict, batch_size: int) -> dict | None:
 PATHS = {"a": path_a, "b": path_b, "c": path_c, "d": path_d, "e": path_e, "f": path_f}
 
 
+def path_vllm(lm, args) -> dict:
+    """(g)/(h): the same sessions on vLLM through the hook's vLLM backend (one
+    ``LLM.generate`` per wave of turns), with or without automatic prefix caching."""
+    from lm_eval_tasks.hook import replay_on_vllm
+
+    episodes, settings = sessions(lm, args)
+    start = time.perf_counter()
+    transcripts, _, stats = replay_on_vllm(lm, lm.model, episodes, settings)
+    seconds = time.perf_counter() - start
+    return {
+        "seconds": seconds, "tokens": useful_tokens(transcripts),
+        "start_seconds": lm.start_seconds,
+        "prefilled_tokens": sum(s.prefilled_tokens for s in stats),
+        "reused_tokens": sum(s.reused_tokens for s in stats),
+    }  # fmt: skip
+
+
+VLLM_PATHS = "gh"
+PATHS.update(g=path_vllm, h=path_vllm)
+
+
 def child(args) -> None:
     lm = load(args)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = PATHS[args.path](lm, args)
+    result.setdefault("start_seconds", lm.start_seconds)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["loaded_rss_mb"] = base_rss
     print("RESULT " + json.dumps(result), flush=True)
@@ -321,6 +357,7 @@ def run_path(path: str, args, data: Path, model: Path, config: str, context: flo
         "--config", config, "--episodes", str(args.episodes), "--batch-size",
         str(args.batch_size), "--dtype", args.dtype, "--device", args.device,
         "--threads", str(args.threads), "--context", str(context),
+        *(["--enforce-eager"] if args.enforce_eager else []),
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -336,7 +373,12 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--configs", nargs="+", default=["default", "tasks10_budget0to100"])
-    parser.add_argument("--paths", default="abcdef", help="which of a-f to run")
+    parser.add_argument(
+        "--paths", default="abcdefgh", help="which of a-h to run (g, h: where vLLM is installed)"
+    )
+    parser.add_argument(
+        "--enforce-eager", action="store_true", help="(g), (h): vLLM without torch.compile"
+    )
     parser.add_argument("--dtype", default="auto", help="auto: bfloat16 where native, else float32")
     parser.add_argument("--device", default=None)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -372,12 +414,19 @@ def main() -> None:
         f"{args.batch_size}, {args.episodes} test episodes per config, the default shot"
     )
     print(f"machine: {hardware.describe()}")
+    import importlib.util
+
+    have_vllm = importlib.util.find_spec("vllm") is not None
+    if not have_vllm and set(VLLM_PATHS) & set(args.paths):
+        print("(g), (h) skipped: vLLM is not installed here (run this in .venv-vllm)")
     report = {}
     for config in args.configs:
         figures: dict[str, dict] = {}
         context = 512.0
-        for path in "cabdef":  # c first: its mean context sizes (d)
+        for path in "cabdefgh":  # c first: its mean context sizes (d)
             if path not in args.paths:
+                continue
+            if path in VLLM_PATHS and not have_vllm:
                 continue
             figures[path] = run_path(path, args, data, model, config, context)
             context = figures.get("c", {}).get("mean_context", context)
@@ -396,13 +445,17 @@ def main() -> None:
             "d": f"(d) decode step, batch {args.batch_size}, engine",
             "e": "(e) weight-read bound",
             "f": "(f) compute limit of (c)'s work",
+            "g": "(g) vLLM, prefix caching (replay)",
+            "h": "(h) vLLM, no prefix caching (replay)",
         }
-        for key in "abcdef":
+        for key in "abcdefgh":
             if key in figures:
                 f = figures[key]
                 rate = f["tokens"] / f["seconds"]
                 secs = (
-                    f"{f['seconds']:.2f}" if key in "abcf" else f"{f.get('step_ms', 0):.1f}ms/step"
+                    f"{f['seconds']:.2f}"
+                    if key in "abcfgh"
+                    else f"{f.get('step_ms', 0):.1f}ms/step"
                 )
                 print(f"{names[key]:<44}{secs:>9}{rate:>10.0f}{f['peak_rss_mb']:>13.0f}")
         if "d" in figures:
@@ -425,6 +478,23 @@ def main() -> None:
                 f" ms per prompt token, chunks of {f['chunk']}) + {f['decode_seconds']:.1f} s "
                 f"decode ({figures['d']['step_ms'] / args.batch_size:.2f} ms per generated token)"
             )
+        for key in VLLM_PATHS:
+            if key in figures:
+                f = figures[key]
+                print(
+                    f"    ({key}) engine start {f['start_seconds']:.1f} s, end to end "
+                    f"{f['start_seconds'] + f['seconds']:.1f} s; {f['prefilled_tokens']} prompt "
+                    f"tokens computed, {f['reused_tokens']} from vLLM's prefix cache"
+                )
+        if {"c", "g"} <= set(figures):
+            c, g = figures["c"], figures["g"]
+            c_total, g_total = c["seconds"] + c["start_seconds"], g["seconds"] + g["start_seconds"]
+            print(
+                f"c/g replay = {c['seconds'] / g['seconds']:.2f}x  (goal <= 0.8); c/g end to "
+                f"end (model load, engine start) = {c_total / g_total:.2f}x  (goal <= 0.5)"
+            )
+        if {"c", "h"} <= set(figures):
+            print(f"c/h replay = {figures['c']['seconds'] / figures['h']['seconds']:.2f}x")
         if {"b", "c"} <= set(figures):
             print(f"b/c = {figures['b']['seconds'] / figures['c']['seconds']:.2f}x  (goal >= 3)")
         if {"a", "c"} <= set(figures):

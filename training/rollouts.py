@@ -78,10 +78,12 @@ def sample_sessions(
     seed: int = 0,
     batch_size: int | None = None,
     shots: Sequence[list[dict[str, str]]] = (),
+    vllm=None,
 ) -> Rollouts:
     """Sample one session per episode on the session engine (all in one batch unless
-    ``batch_size`` says otherwise), reproducibly from ``seed``, each after the
-    demonstration sessions ``shots`` (their prefix is prefilled once and shared)."""
+    ``batch_size`` says otherwise), or on ``vllm`` (a ``training.vllm_policy.VllmPolicy``)
+    with its current adapter, reproducibly from ``seed``, each after the demonstration
+    sessions ``shots`` (their prefix is computed once and shared)."""
     runs = [SessionRun(ep, i) for i, ep in enumerate(episodes)]
     drivers = [
         RolloutSession(
@@ -93,6 +95,9 @@ def sample_sessions(
         )
         for run, ep in zip(runs, episodes)
     ]
+    if vllm is not None:
+        stats = vllm.run(drivers, tokenizer, greedy, temperature, seed)
+        return Rollouts([r.transcript for r in runs], [d.tokens for d in drivers], stats)
     engine = SessionEngine(
         model,
         lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
