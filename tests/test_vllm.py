@@ -211,6 +211,7 @@ def test_two_training_steps_with_vllm_rollouts(model64, small_dataset, tmp_path)
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     check = [line for line in proc.stdout.splitlines() if "first-step check" in line]
+    print(check)
     assert check and check[0].endswith(": ok"), proc.stdout[-2000:]
     assert (out / "adapter_model.safetensors").exists()
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
