@@ -33,8 +33,8 @@ class WhitespaceTokenizer:
 
 @register_model("interrupt-bench-policy")
 class PolicyLM(LM):
-    """On the CLI (with this module imported, as ``python -m lm_eval_tasks.scripted_lm``
-    does): ``--model interrupt-bench-policy --model_args
+    """On ``interrupt-bench-lm-eval`` (lm-eval's CLI with this model registered):
+    ``--model interrupt-bench-policy --model_args
     policy=oracle,dataset_path=DIR,configs=default+easy``."""
 
     @classmethod
@@ -156,9 +156,3 @@ class PolicyLM(LM):
         import torch.distributed as dist
 
         dist.barrier()
-
-
-if __name__ == "__main__":  # the lm_eval CLI, with the project's models registered
-    from lm_eval_tasks.cli import main
-
-    raise SystemExit(main())

@@ -31,7 +31,7 @@ def lost_by_no_resume(episode) -> list[bool]:
 
 def run_policy_cli(policy: str, dataset, tasks: str, out) -> dict:
     cmd = [
-        sys.executable, "-m", "lm_eval_tasks.scripted_lm",
+        sys.executable, "-m", "lm_eval_tasks.cli",
         "--model", "interrupt-bench-policy",
         "--model_args", f"policy={policy},dataset_path={dataset},configs=default+easy",
         "--include_path", include_path(), "--tasks", tasks,
