@@ -23,8 +23,44 @@ import sys
 import time
 from pathlib import Path
 
+from interrupt_bench.errors import InterruptBenchError
+
 # The tiers the main job reports, each by its paired controls task.
 TIERS = {"default": "interrupt_bench_controls", "easy": "interrupt_bench_easy_controls"}
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # what lm-eval's hf model loads here
+
+
+class UsageError(InterruptBenchError):
+    """A command-line value the main job cannot run with: refused before the dataset build
+    and the model load, so a typo costs a second, not minutes and a traceback."""
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every value checked before any work: lm-eval would take ``--limit 0`` and a
+    negative ``--num-fewshot`` and report them as numbers, and an unknown dtype or an
+    ``--out`` that is a file would fail only after the build or deep in the model load."""
+    from local_models.registry import MODELS, get_model
+
+    if args.limit < 1:
+        raise UsageError(f"--limit is {args.limit}; give 1 or more test episodes per tier")
+    if args.num_fewshot is not None and args.num_fewshot < 0:
+        raise UsageError(
+            f"--num-fewshot is {args.num_fewshot}; give 0 or more demonstration sessions, "
+            "or leave it out for the task's default"
+        )
+    if args.dtype not in DTYPES:
+        raise UsageError(f"--dtype {args.dtype} is not one of {', '.join(DTYPES)}")
+    out = Path(args.out)
+    for path in (out, out / "interrupt_bench", out / "results"):
+        if path.exists() and not path.is_dir():
+            raise UsageError(
+                f"--out {out}: {path} is a file; pass a directory (created if missing)"
+            )
+    parent = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: {parent} is not writable; pick another --out")
+    if args.model not in MODELS and not Path(args.model).is_dir():
+        get_model(args.model)  # raises the error that lists the known names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    try:
+        check_args(args)
+    except InterruptBenchError as exc:
+        print(f"[main] error: {exc}", file=sys.stderr)
+        return 2
 
     from dataset_builder import build_dataset
     from dataset_builder.summary import summarise

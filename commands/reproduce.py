@@ -16,13 +16,17 @@ as JSON, and a PNG, under ``--out``."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from interrupt_bench.config import EASY_GRID_TASKS, GRID_INTERVALS, GRID_TASKS, grid_config_name
+from interrupt_bench.demonstrations import PLACEMENTS
+from interrupt_bench.errors import InterruptBenchError
 from lm_eval_tasks import include_path
 
 METRICS = ("accuracy", "reattempts", "answer_rate", "resumption_rate", "format_rate")
@@ -36,6 +40,16 @@ TIERS = {
 }
 FILTERS = ("strict", "flexible")
 OUR_KEYS = ("num_fewshot", "chat", "placement")  # read here, not passed to lm-eval's model
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # what lm-eval's hf model loads on our hardware
+BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+# A Hub model id: NAME or OWNER/NAME, nothing that reads as a file system path.
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+MODEL_FORM = "a model name, directory or Hub id, then KEY=VALUE pairs"
+
+
+class UsageError(InterruptBenchError):
+    """A command-line value that cannot run: refused with the fix before any model loads,
+    so a typo costs a second rather than a dataset build and a model load."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,83 @@ class ModelSpec:
         where = f", demos in {self.placement}" if self.placement and self.num_fewshot else ""
         return f"{self.name}{shots}{mode}{where}"
 
+    @property
+    def args(self) -> dict[str, str]:
+        """lm-eval's model args as a dict (``model_args`` is their comma-joined form)."""
+        return dict(part.split("=", 1) for part in self.model_args.split(","))
+
+    def identity(self) -> dict:
+        """Everything about the model that changes its numbers: every model arg (dtype,
+        adapter path included) and a stamp of the weights in each local directory, so a
+        retrained adapter saved under the same name is not taken for the old one."""
+        stamps = {k: _dir_stamp(Path(v)) for k, v in self.args.items()
+                  if k in ("pretrained", "peft") and Path(v).is_dir()}  # fmt: skip
+        return {
+            "model_args": self.model_args,
+            "weights": stamps,
+            "num_fewshot": self.num_fewshot,
+            "chat": self.chat,
+            "placement": self.placement,
+        }
+
+
+def _dir_stamp(directory: Path) -> str:
+    """Names, sizes and modification times of a model directory's files: changes whenever
+    the weights or the tokenizer are rewritten, costs no read of the weights."""
+    entries = sorted(
+        (f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in directory.iterdir() if f.is_file()
+    )
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:16]
+
+
+def _dataset_stamp(dataset: Path) -> dict:
+    """Which dataset a row was computed on: its directory and its build record (configs,
+    seed, counts), so a rebuilt dataset does not reuse the old dataset's rows."""
+    info = dataset / "build_info.json"
+    digest = hashlib.sha256(info.read_bytes()).hexdigest()[:16] if info.is_file() else None
+    return {"path": str(dataset.resolve()), "build_info": digest}
+
+
+def row_identity(spec: ModelSpec, task: str, dataset: Path, limit: int | None) -> dict:
+    """What defines one row of a table: the model as run, the task, the dataset and the
+    episode limit. ``--resume`` reuses a saved row only when all of it matches."""
+    return {**spec.identity(), "task": task, "dataset": _dataset_stamp(dataset), "limit": limit}
+
+
+def _digest(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def check_distinct(specs: list[ModelSpec]) -> None:
+    """Refuse one model given twice with the same settings: its two rows would be one."""
+    seen: set[str] = set()
+    for spec in specs:
+        if _digest(spec.identity()) in seen:
+            raise UsageError(
+                f"--model {spec.model_args} ({spec.label}) is given twice with the same "
+                "settings; give it once"
+            )
+        seen.add(_digest(spec.identity()))
+
+
+def row_labels(specs: list[ModelSpec]) -> list[str]:
+    """One distinct label per row: rows that share a label (two dtypes of one model, two
+    adapters saved as ``best``) get the settings that tell them apart appended, so no row
+    overwrites another in the table or its JSON."""
+    settings = [
+        {**spec.args, "num_fewshot": spec.num_fewshot, "chat": spec.chat,
+         "placement": spec.placement}
+        for spec in specs
+    ]  # fmt: skip
+    labels = []
+    for spec, mine in zip(specs, settings):
+        twins = [theirs for other, theirs in zip(specs, settings) if other.label == spec.label]
+        keys = dict.fromkeys(k for theirs in twins for k in theirs)
+        differ = [k for k in keys if any(theirs.get(k) != mine.get(k) for theirs in twins)]
+        extra = ", ".join(f"{k}={mine.get(k, '-')}" for k in differ)
+        labels.append(f"{spec.label} ({extra})" if differ else spec.label)
+    return labels
+
 
 def parse_model(text: str) -> ModelSpec:
     """``--model`` is a model name (``interrupt-bench-models list``), directory
@@ -66,28 +157,101 @@ def parse_model(text: str) -> ModelSpec:
     from local_models.hardware import best_dtype
     from local_models.registry import MODELS, has_chat_template, model_path
 
-    parts = text.split(",")
-    if "=" not in parts[0]:
-        parts[0] = f"pretrained={parts[0]}"
-    args = dict(part.split("=", 1) for part in parts)
+    args = _split_model_args(text)
     ours = {k: args.pop(k) for k in OUR_KEYS if k in args}
-    given = args["pretrained"]
-    if given in MODELS or Path(given).is_dir():
-        args["pretrained"] = str(model_path(given))
-    args.setdefault("dtype", best_dtype())
+    shots = _fewshot(text, ours.get("num_fewshot"))
     chat = ours.get("chat")
-    if chat is None:
-        chat_ok = has_chat_template(args["pretrained"])
-    else:
-        chat_ok = chat.lower() in ("1", "true", "yes")
+    if chat is not None and chat.lower() not in BOOLEANS:
+        raise UsageError(f"--model {text!r}: chat={chat} is not a boolean; use chat=true or false")
+    placement = ours.get("placement")
+    if placement is not None and placement not in ("auto", *PLACEMENTS):
+        raise UsageError(
+            f"--model {text!r}: placement={placement} is not one of auto, {', '.join(PLACEMENTS)}"
+        )
+    if args.get("dtype", "auto") not in DTYPES:
+        raise UsageError(
+            f"--model {text!r}: dtype={args['dtype']} is not one of {', '.join(DTYPES)}"
+        )
+    given = args["pretrained"]
+    if given in MODELS or Path(given).is_dir():  # absolute: one model, one row identity
+        args["pretrained"] = os.path.abspath(model_path(given))
+    if "peft" in args and Path(args["peft"]).is_dir():
+        args["peft"] = os.path.abspath(args["peft"])
+    args.setdefault("dtype", best_dtype())
+    chat_ok = has_chat_template(args["pretrained"]) if chat is None else BOOLEANS[chat.lower()]
     name = Path(args.get("peft") or given).name + (" + LoRA" if "peft" in args else "")
     return ModelSpec(
         model_args=",".join(f"{k}={v}" for k, v in args.items()),
         name=name,
-        num_fewshot=int(ours["num_fewshot"]) if "num_fewshot" in ours else None,
+        num_fewshot=shots,
         chat=chat_ok,
-        placement=ours.get("placement"),
+        placement=placement,
     )
+
+
+def _split_model_args(text: str) -> dict[str, str]:
+    """``--model``'s text as KEY=VALUE pairs (a leading bare model becomes ``pretrained``),
+    each key once: lm-eval would otherwise fail on a stray word deep in its model
+    constructor, or a repeated key would silently win over the first."""
+    parts = [part.strip() for part in text.split(",")]
+    if parts and parts[0] and "=" not in parts[0]:
+        parts[0] = f"pretrained={parts[0]}"
+    args: dict[str, str] = {}
+    for part in parts:
+        key, sep, value = part.partition("=")
+        if not (sep and key and value):
+            raise UsageError(
+                f"--model {text!r}: {part!r} is not KEY=VALUE; write {MODEL_FORM}, "
+                "e.g. pretrained=DIR,peft=ADAPTER,num_fewshot=0"
+            )
+        if key in args:
+            raise UsageError(f"--model {text!r}: {key} is given twice; keep one")
+        args[key] = value
+    if "pretrained" not in args:
+        raise UsageError(f"--model {text!r} names no model; write {MODEL_FORM}")
+    return args
+
+
+def _fewshot(text: str, value: str | None) -> int | None:
+    """``num_fewshot`` as a count of demonstrations: a whole number, zero or more."""
+    if value is None:
+        return None
+    try:
+        shots = int(value)
+    except ValueError:
+        shots = -1
+    if shots < 0:
+        raise UsageError(f"--model {text!r}: num_fewshot={value} is not a count; use 0 or more")
+    return shots
+
+
+def check_reachable(text: str) -> None:
+    """Refuse, before the dataset build, torch and lm-eval, a ``--model`` whose model or
+    adapter cannot be loaded: a path that does not exist, or a Hub id that is not cached
+    while the Hub is offline. lm-eval would fail on it only after every earlier row ran."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    from local_models.registry import MODELS
+
+    for key, value in _split_model_args(text).items():
+        if key not in ("pretrained", "peft") or value in MODELS or Path(value).is_dir():
+            continue
+        what = "model" if key == "pretrained" else "adapter"
+        if not HUB_ID.match(value):
+            raise UsageError(
+                f"{key}={value}: no such {what} directory; pass an existing "
+                "directory, a name from `interrupt-bench-models list` or a Hub id"
+            )
+        cached = huggingface_hub.try_to_load_from_cache(
+            value, "adapter_config.json" if key == "peft" else "config.json"
+        )
+        if constants.HF_HUB_OFFLINE and not isinstance(cached, str):
+            raise UsageError(
+                f"{key}={value}: not a {what} directory here, nor a Hub {what} in the "
+                "local cache, and HF_HUB_OFFLINE is set; pass a directory, or "
+                "download it once with the Hub online"
+            )
 
 
 def run_lm_eval(
@@ -186,22 +350,21 @@ def table1(
         for lo, hi in GRID_INTERVALS
     }
     name = "table1" if tier == "default" else f"table1-{tier}"
-    results = {}
     saved = out / f"{name}.json"
-    if resume and saved.exists():  # configs an interrupted run finished, same model and limit
-        results = {t: r for t, r in json.loads(saved.read_text()).items()
-                   if r.get("model") == spec.label and r.get("sample_len") == limit}  # fmt: skip
+    rows = {task: row_identity(spec, task, dataset, limit) for task in tasks.values()}
+    results = _resumable(saved, rows, lambda task: out / f"{name}_samples_{task}.jsonl", resume)
     for task in tasks.values():  # one config at a time: a long run keeps what it finished
         if task in results:
             continue
         samples = out / f"{name}_samples_{task}.jsonl"
         results[task] = {**run_lm_eval(spec, [task], dataset, limit, batch_size, samples)[task],
-                         "model": spec.label}  # fmt: skip
+                         "model": spec.label, "row": rows[task]}  # fmt: skip
         saved.write_text(json.dumps(results, indent=2, default=str))
     shots = results[tasks[(5, 0, 100)]].get("n-shot")
     lines = [
-        f"Table 1: {spec.label} over the {tier} tier's grid ({limit or 'all'} test episodes "
-        f"per config, {shots}-shot, each played interrupted, without cuts and task by task)",
+        f"Table 1: {spec.label} over the {tier} tier's grid ({_episodes(results, limit)} test "
+        f"episodes per config, {shots}-shot, each played interrupted, without cuts and task "
+        "by task)",
         "",
     ]
     intervals = [f"budgets {lo}–{hi}" for lo, hi in GRID_INTERVALS]
@@ -231,21 +394,28 @@ def table2(
     specs: list[ModelSpec], dataset: Path, out: Path, limit: int | None, batch_size: str,
     task: str = "interrupt_bench", name: str = "table2", resume: bool = False,
 ) -> Path:  # fmt: skip
-    results, done = {}, {}
-    if resume and (out / f"{name}.json").exists():  # rows of an interrupted run, same limit
-        done = {k: v for k, v in json.loads((out / f"{name}.json").read_text()).items()
-                if v.get("sample_len") == limit or limit is None}  # fmt: skip
-    for i, spec in enumerate(specs):
-        samples = out / f"{name}_samples_{i}.jsonl"
-        if spec.label in done and samples.exists():
-            results[spec.label] = done[spec.label]
+    check_distinct(specs)
+    labels = row_labels(specs)
+    rows = {label: row_identity(spec, task, dataset, limit) for label, spec in zip(labels, specs)}
+
+    def samples_of(label: str) -> Path:
+        return out / f"{name}_samples_{_digest(rows[label])}.jsonl"
+
+    results = _resumable(out / f"{name}.json", rows, samples_of, resume)
+    for label, spec in zip(labels, specs):
+        if label in results:
             continue
-        results[spec.label] = run_lm_eval(spec, [task], dataset, limit, batch_size, samples)[task]
-        (out / f"{name}.json").write_text(json.dumps(results, indent=2, default=str))
+        results[label] = {
+            **run_lm_eval(spec, [task], dataset, limit, batch_size, samples_of(label))[task],
+            "row": rows[label],
+        }
+        done = {k: results[k] for k in labels if k in results}  # the order of --model
+        (out / f"{name}.json").write_text(json.dumps(done, indent=2, default=str))
+    results = {label: results[label] for label in labels}
     split = "validation" if "validation" in task else "test"
     shown = PAIRED_METRICS if "controls" in task else METRICS
     lines = [
-        f"{name}: models on `{task}` ({limit or 'all'} {split} episodes)",
+        f"{name}: models on `{task}` ({_episodes(results, limit)} {split} episodes)",
         "",
         "| model | n-shot | filter | " + " | ".join(shown) + " |",
         "|---|---|---|" + "---|" * len(shown),
@@ -264,18 +434,50 @@ def table2(
     return _write(out / f"{name}.md", lines)
 
 
-def fewshot_grid(
-    model: str, dataset: Path, out: Path, limit: int | None, batch_size: str, resume: bool = False
-) -> Path:
-    """The validation-split measurement behind the task's default shots: 0–3 shots, the
-    demonstrations as chat turns or inside the system prompt."""
+def _episodes(results: dict[str, dict], limit: int | None) -> str:
+    """How many episodes the rows hold, as lm-eval counted them (``sample_len``): a title
+    states what was run, not what was asked for (a limit above the split's size)."""
+    counts = sorted({r["sample_len"] for r in results.values() if "sample_len" in r})
+    if not counts:
+        return str(limit or "all")
+    n = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+    return n if limit else f"all {n}"
+
+
+def _resumable(saved: Path, rows: dict[str, dict], samples_of, resume: bool) -> dict[str, dict]:
+    """The rows of ``saved`` that ``--resume`` may keep: those whose recorded identity
+    (model as run, task, dataset, limit) equals the one asked for now and whose samples
+    file is still there. A row from another limit, dtype, adapter or dataset is run again,
+    never shown under this run's title."""
+    if not (resume and saved.exists()):
+        return {}
+    try:
+        old = json.loads(saved.read_text())
+    except (OSError, ValueError):
+        return {}  # a file cut short by a kill: nothing in it is trusted
+    if not isinstance(old, dict):
+        return {}
+    return {key: value for key, value in old.items()
+            if key in rows and isinstance(value, dict) and value.get("row") == rows[key]
+            and samples_of(key).exists()}  # fmt: skip
+
+
+def fewshot_specs(model: str) -> list[ModelSpec]:
+    """The rows of the few-shot grid: 0–3 shots, the demonstrations as chat turns or
+    inside the system prompt."""
     specs = [parse_model(f"{model},num_fewshot=0")]
     for k in (1, 2, 3):
         for placement in ("turns", "system"):
             specs.append(parse_model(f"{model},num_fewshot={k},placement={placement}"))
-    return table2(
-        specs, dataset, out, limit, batch_size, "interrupt_bench_validation", "fewshot", resume
-    )
+    return specs
+
+
+def fewshot_grid(
+    model: str, dataset: Path, out: Path, limit: int | None, batch_size: str, resume: bool = False
+) -> Path:
+    """The validation-split measurement behind the task's default shots."""
+    return table2(fewshot_specs(model), dataset, out, limit, batch_size,
+                  "interrupt_bench_validation", "fewshot", resume)  # fmt: skip
 
 
 def _write(path: Path, lines: list[str]) -> Path:
@@ -307,29 +509,76 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    try:
+        return _run(args)
+    except InterruptBenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _check_out(out: Path) -> None:
+    """``--out`` must be a directory we can write: refused here, not after a model ran."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; pass a directory (created if missing)")
+    parent = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: {parent} is not a writable directory; pick another --out")
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command after argparse: every value checked before the dataset build or any
+    model load, then the table or figure."""
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_out(out)
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(
+            f"--limit is {args.limit}; give 1 or more episodes, or leave it out for all of them"
+        )
     if args.what == "figure1":
         if not args.log:
-            parser.error("figure1 needs --log OUTPUT_DIR/train_log.jsonl")
+            raise UsageError("figure1 needs --log OUTPUT_DIR/train_log.jsonl")
+        log = Path(args.log)
+        if log.is_dir():
+            raise UsageError(
+                f"--log {log} is a directory; pass the run's log file, {log / 'train_log.jsonl'}"
+            )
+        if not log.is_file():
+            raise UsageError(
+                f"--log {log}: no such file; pass the train_log.jsonl that "
+                "interrupt-bench-train wrote into its --output_dir"
+            )
         from training.report import plot_curves
 
-        print(
-            plot_curves(
-                Path(args.log), out / "figure1.png", "Figure 1: REINFORCE on interrupt-bench"
-            )
-        )
+        out.mkdir(parents=True, exist_ok=True)
+        print(plot_curves(log, out / "figure1.png", "Figure 1: REINFORCE on interrupt-bench"))
         return 0
     if not args.model:
-        parser.error(f"{args.what} needs --model")
-    dataset = _ensure_dataset(Path(args.dataset_path))
-    if args.what == "table1":
-        table1(parse_model(args.model[0]), dataset, out, args.limit, args.batch_size, args.resume,
-               args.tier)  # fmt: skip
-    elif args.what == "fewshot":
-        fewshot_grid(args.model[0], dataset, out, args.limit, args.batch_size, args.resume)
+        raise UsageError(f"{args.what} needs --model (a name, directory or Hub id)")
+    if args.what in ("table1", "fewshot") and len(args.model) > 1:
+        raise UsageError(
+            f"{args.what} takes one --model, got {len(args.model)}; compare several with table2"
+        )
+    for text in args.model:
+        check_reachable(text)
+    if args.what == "fewshot":
+        fixed = sorted(set(_split_model_args(args.model[0])) & {"num_fewshot", "placement"})
+        if fixed:
+            raise UsageError(
+                f"fewshot sets {' and '.join(fixed)} itself (0-3 shots, both "
+                f"placements); drop it from --model {args.model[0]!r}"
+            )
+        specs = fewshot_specs(args.model[0])
     else:
         specs = [parse_model(m) for m in args.model]
+    check_distinct(specs)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = _ensure_dataset(Path(args.dataset_path))
+    if args.what == "table1":
+        table1(specs[0], dataset, out, args.limit, args.batch_size, args.resume, args.tier)
+    elif args.what == "fewshot":
+        table2(specs, dataset, out, args.limit, args.batch_size, "interrupt_bench_validation",
+               "fewshot", args.resume)  # fmt: skip
+    else:
         name = "table2" if args.tier == "default" else f"table2-{args.tier}"
         table2(specs, dataset, out, args.limit, args.batch_size, TIERS[args.tier][1], name,
                args.resume)  # fmt: skip
