@@ -6,12 +6,38 @@ the differences are taken episode by episode (``interrupt_bench.costs``)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
-from interrupt_bench.episodes import Episode
+from interrupt_bench.episodes import MAX_BUDGET, Episode
+from interrupt_bench.errors import ConfigError
 
 CONTROL_BUDGET = 256
 CONDITIONS = ("interrupted", "nocut", "single")
 PAIRED = "paired"  # every condition of CONDITIONS on each episode
+
+
+def check_budget_cap(value: object, where: str = "metadata budget_cap") -> int:
+    """The controls' cap as an int, or ConfigError naming ``where`` and the fix.
+
+    The cap is a token count from 1 to ``MAX_BUDGET``: a cap of 0 or below would leave
+    every budget as it is (``nocut`` would replay the interrupted session and the
+    interruption cost would read 0), and ``true`` is a boolean that ``int()`` reads as 1.
+    A whole number written as text (``"256"``) is accepted, as ``int()`` accepted it."""
+    cap: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        cap = value
+    elif isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        cap = int(value)
+    if cap is None or not 1 <= cap <= MAX_BUDGET:
+        try:
+            shown = json.dumps(value)  # as the user wrote it in JSON or YAML: true, "abc"
+        except (TypeError, ValueError):
+            shown = repr(value)
+        raise ConfigError(
+            f"{where} is {shown}; the controls raise every budget to it, so it must be a "
+            f"whole number of tokens from 1 to {MAX_BUDGET} (default {CONTROL_BUDGET})"
+        )
+    return cap
 
 
 def nocut(episode: Episode, cap: int = CONTROL_BUDGET) -> Episode:
@@ -40,7 +66,8 @@ def labelled_sessions(
 ) -> list[tuple[str, Episode]]:
     """The sessions to replay for one episode under a condition, each with the condition
     it belongs to (``paired`` gives the interrupted session, the nocut one, then one per
-    task)."""
+    task). The cap is checked here, so every front end refuses the same values."""
+    cap = check_budget_cap(cap, "budget_cap")
     if condition == "interrupted":
         return [("interrupted", episode)]
     if condition == "nocut":

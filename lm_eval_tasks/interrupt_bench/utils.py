@@ -14,7 +14,7 @@ from lm_eval.api.task import ConfigurableTask
 
 from interrupt_bench import demonstrations
 from interrupt_bench.config import families_of
-from interrupt_bench.controls import CONTROL_BUDGET
+from interrupt_bench.controls import CONTROL_BUDGET, check_budget_cap
 from interrupt_bench.costs import paired_items, split_by_condition
 from interrupt_bench.dataset import HUB_DATASET_ID, load_rows
 from interrupt_bench.episodes import Episode, check_budgets
@@ -91,6 +91,15 @@ class InterruptBenchTask(ConfigurableTask):
             )
         return chosen
 
+    def process_results(self, doc: dict, results: list[str]) -> dict:
+        """``--predict_only`` replaces the task's metrics with lm-eval's ``bypass`` one
+        (and ``process_results`` with lm-eval's own, which knows no ``interrupt_session``
+        requests): the sessions are generated and logged with ``--log_samples``, and each
+        episode reports ``bypass`` only, nothing scored."""
+        if "bypass" in self._metric_fn_list:
+            return {"bypass": None}
+        return super().process_results(doc, results)
+
     def construct_requests(self, doc, ctx, **kwargs) -> Instance:
         chat = bool(kwargs.pop("apply_chat_template", False))
         kwargs.pop("chat_template", None)
@@ -105,7 +114,7 @@ class InterruptBenchTask(ConfigurableTask):
             "fewshot": demonstrations.as_sessions(shots),
             "fewshot_placement": self.placement(chat),
             "condition": meta.get("condition", "interrupted"),
-            "budget_cap": int(meta.get("budget_cap", CONTROL_BUDGET)),
+            "budget_cap": check_budget_cap(meta.get("budget_cap", CONTROL_BUDGET)),
             "chat": chat,
             "system_instruction": ctx or None,
             "generation_kwargs": gen,
