@@ -22,17 +22,21 @@ the model's chat template, the ``--system_instruction`` and the generation kwarg
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from interrupt_bench.controls import CONTROL_BUDGET, labelled_sessions
+from interrupt_bench.controls import CONTROL_BUDGET, check_budget_cap, labelled_sessions
 from interrupt_bench.episodes import Episode
+from interrupt_bench.errors import ConfigError, InterruptBenchError
 from interrupt_bench.session import SessionRun, Transcript, TurnRequest, TurnResult, replay
 from local_models.chat import render
-from local_models.engine import Ask, Generated
+from local_models.engine import Ask, Generated, Sampling, check_sampling_values, stop_list
 
 REQUEST_TYPE = "interrupt_session"
 STOP_SEQUENCES = ["<question"]
@@ -41,11 +45,32 @@ log = logging.getLogger("interrupt_bench")
 
 
 def install() -> None:
-    """Give every lm-eval LM the ``interrupt_session`` method (idempotent)."""
+    """Give every lm-eval LM the ``interrupt_session`` method, and make an uncaught
+    :class:`InterruptBenchError` end the program with its one line (idempotent)."""
     from lm_eval.api.model import LM
 
     if getattr(LM, REQUEST_TYPE, None) is not interrupt_session:
         setattr(LM, REQUEST_TYPE, interrupt_session)
+    if not getattr(sys.excepthook, "interrupt_bench", False):
+        sys.excepthook = _one_line_excepthook(sys.excepthook)
+
+
+def _one_line_excepthook(previous: Any) -> Any:
+    """lm-eval's CLI lets every exception end the program with a traceback. An
+    ``InterruptBenchError`` is the user's input (a value, a row, a path), and its message
+    names the problem and the fix, so it ends in that one line on stderr (exit status 1);
+    the traceback goes to the ``interrupt_bench`` DEBUG log. Anything else, a bug
+    included, keeps the hook that was installed before."""
+
+    def hook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+        if isinstance(exc, InterruptBenchError):
+            log.debug("interrupt_bench: %s", type(exc).__name__, exc_info=(exc_type, exc, tb))
+            print(f"interrupt_bench: {exc}", file=sys.stderr, flush=True)
+            return
+        previous(exc_type, exc, tb)
+
+    hook.interrupt_bench = True  # type: ignore[attr-defined]
+    return hook
 
 
 def request_args(episode_row: dict[str, Any], settings: dict[str, Any]) -> tuple[str, dict]:
@@ -113,8 +138,9 @@ def turn_prompt(lm: Any, request: TurnRequest, settings: dict[str, Any]) -> str:
 
 def stop_strings(settings: dict[str, Any]) -> list[str]:
     """What ends a turn besides EOS and the budget: the task's ``until`` (default: the
-    next question's opening tag), plus the next ``User:`` line in plain mode."""
-    until = list(settings.get("generation_kwargs", {}).get("until") or STOP_SEQUENCES)
+    next question's opening tag; one string is one stop string, as in lm-eval's models),
+    plus the next ``User:`` line in plain mode."""
+    until = stop_list(settings.get("generation_kwargs", {}).get("until")) or list(STOP_SEQUENCES)
     if not settings["chat"] and PLAIN_STOP not in until:
         until.append(PLAIN_STOP)
     return until
@@ -130,6 +156,104 @@ def turn_kwargs(settings: dict[str, Any], max_gen_toks: int) -> dict[str, Any]:
     }
 
 
+def weights_fingerprint(module: Any) -> str:
+    """A hash of a torch module's weights as loaded: every parameter's name, shape and
+    dtype, the sum of its elements' bit patterns as integers (exact, so the same on every
+    device and thread count; any changed element changes it) and a strided sample of
+    them. One pass over the weights: seconds for a 7B model on a CPU."""
+    import torch
+
+    as_int = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            digest.update(f"{name}:{tuple(param.shape)}:{param.dtype};".encode())
+            width = param.element_size()
+            if param.device.type == "meta" or param.numel() == 0 or width not in as_int:
+                continue
+            bits = param.detach().contiguous().view(as_int[width]).reshape(-1)
+            total = int(bits.sum(dtype=torch.int64))
+            sample = bits[:: max(1, bits.numel() // 64)].to("cpu", torch.int64).tolist()
+            digest.update(f"{total}:{sample};".encode())
+    return digest.hexdigest()
+
+
+def _files_fingerprint(path: object) -> list | None:
+    """Name, size and modification time of each file in a local model or adapter
+    directory (a rewritten checkpoint changes them); None when ``path`` is not one."""
+    if not path or not os.path.isdir(str(path)):
+        return None
+    folder = Path(str(path)).resolve()
+    files = [f for f in sorted(folder.iterdir()) if f.is_file()]
+    return [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+
+
+def model_identity(lm: Any) -> str:
+    """What a cached turn must have been generated by (16 hex digits), so that
+    ``--use_cache DB`` never hands one model's turns to another: on a local torch model
+    (lm-eval's ``hf``, a PEFT adapter on it included) its weights as loaded
+    (:func:`weights_fingerprint`, so the dtype, the adapter and merged deltas count),
+    its config and its tokenizer's size; on vLLM the model, revision, dtype and
+    quantization, the LoRA adapter, and the files of both when they are directories;
+    on any other backend its class and the attributes that name its model."""
+    parts: dict[str, Any] = {"class": f"{type(lm).__module__}.{type(lm).__qualname__}"}
+    module = getattr(lm, "model", None)
+    llm = vllm_model(lm)
+    torch = sys.modules.get("torch")
+    if llm is not None:
+        config = getattr(getattr(llm, "llm_engine", None), "model_config", None)
+        fields = ("model", "revision", "dtype", "quantization", "tokenizer", "max_model_len")
+        parts["vllm"] = {k: str(getattr(config, k, None)) for k in fields}
+        parts["files"] = _files_fingerprint(getattr(config, "model", None))
+        lora = getattr(lm, "lora_request", None)
+        if lora is not None:
+            lora_path = getattr(lora, "lora_path", None) or getattr(lora, "lora_local_path", None)
+            parts["lora"] = [str(lora_path), _files_fingerprint(lora_path)]
+    elif torch is not None and isinstance(module, torch.nn.Module):
+        parts["weights"] = weights_fingerprint(module)
+        config = getattr(module, "config", None)
+        if config is not None and hasattr(config, "to_dict"):
+            skip = {"_name_or_path", "_commit_hash", "transformers_version"}
+            parts["config"] = {k: v for k, v in config.to_dict().items() if k not in skip}
+        tokenizer = getattr(lm, "tokenizer", None)
+        if tokenizer is not None:
+            size = len(tokenizer) if hasattr(tokenizer, "__len__") else None
+            parts["tokenizer"] = [type(tokenizer).__name__, size]
+        parts["add_bos_token"] = getattr(lm, "add_bos_token", None)
+    else:
+        names = ("model", "pretrained", "model_name", "base_url", "revision", "dtype", "policy")
+        parts["attributes"] = {
+            k: v for k in names if isinstance(v := getattr(lm, k, None), (str, int, float))
+        }
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cache_attr(lm: Any) -> str:
+    """The request name turns are cached under in ``--use_cache DB``: lm-eval's
+    ``generate_until`` key names only the prompt and the generation kwargs, so every
+    model run against one DB would get the first model's turns; ours adds
+    :func:`model_identity`."""
+    return f"generate_until@{model_identity(lm)}"
+
+
+def _cache_attr_when_caching(lm: Any) -> str:
+    """:func:`cache_attr` once per replay when ``--use_cache`` is on, else ``""``."""
+    return cache_attr(lm) if getattr(getattr(lm, "cache_hook", None), "dbdict", None) else ""
+
+
+class _KeyedCacheHook:
+    """The model's cache hook while a turn goes through its ``generate_until``: what the
+    backend stores under lm-eval's key for a request goes under :func:`cache_attr`'s,
+    so a run stopped mid-turn resumes from it and no other model reads it."""
+
+    def __init__(self, hook: Any, attr: str):
+        self.hook, self.attr, self.dbdict = hook, attr, hook.dbdict
+
+    def add_partial(self, attr: str, req: Any, res: Any) -> None:
+        self.hook.add_partial(self.attr if attr == "generate_until" else attr, req, res)
+
+
 class SessionReplayError(RuntimeError):
     """The evaluated model failed during a session: stop rather than score silent zeros."""
 
@@ -141,8 +265,9 @@ class _Responder:
         self.lm = lm
         self.settings = settings  # per session
         self.prompts: dict[tuple[int, int], str] = {}  # (session, turn) -> prompt sent
-        hook = getattr(lm, "cache_hook", None)
-        self.cache = getattr(hook, "dbdict", None)  # set by --use_cache
+        self.hook = getattr(lm, "cache_hook", None)
+        self.cache = getattr(self.hook, "dbdict", None)  # set by --use_cache
+        self.attr = cache_attr(lm) if self.cache is not None else "generate_until"
 
     def _group(self, request: TurnRequest) -> str | None:
         """Requests that may share one ``max_gen_toks``; None: this one keeps its own."""
@@ -167,7 +292,7 @@ class _Responder:
             self.prompts[(request.session, request.turn)] = str(getattr(prompt, "prompt", prompt))
             gen_kwargs = turn_kwargs(settings, shared_max.get(self._group(request), request.budget))
             args = (prompt, gen_kwargs)
-            key = hash_args("generate_until", args)
+            key = hash_args(self.attr, args)
             if self.cache is not None and not gen_kwargs.get("do_sample") and key in self.cache:
                 results[i] = self.cache[key]
                 continue
@@ -183,6 +308,8 @@ class _Responder:
             )
         if instances:
             turn = requests[0].turn + 1
+            if self.cache is not None:  # the backend's writes go under this model's key
+                self.lm.cache_hook = _KeyedCacheHook(self.hook, self.attr)
             try:
                 outputs = self.lm.generate_until(instances)
             except Exception as exc:
@@ -194,6 +321,9 @@ class _Responder:
                     "or written; fix the model or server and run again (with --use_cache DB, "
                     "turns already generated are reused)"
                 ) from None
+            finally:
+                if self.cache is not None:
+                    self.lm.cache_hook = self.hook
             if len(outputs) != len(instances):
                 raise SessionReplayError(
                     f"{type(self.lm).__name__}.generate_until returned {len(outputs)} outputs "
@@ -237,13 +367,16 @@ class _EngineSession:
     ``generate_until`` call would get, results go back into the session's transcript.
 
     With ``--use_cache DB`` each greedy turn is stored under the key the per-request
-    path uses (the two paths give the same text), and a turn found there is not
-    generated again: a rerun after a crash resumes."""
+    path uses (the two paths give the same text; :func:`cache_attr` names the model),
+    and a turn found there is not generated again: a rerun after a crash resumes."""
 
-    def __init__(self, lm: Any, run: SessionRun, settings: dict[str, Any], sent: dict):
+    def __init__(
+        self, lm: Any, run: SessionRun, settings: dict[str, Any], sent: dict, attr: str = ""
+    ):
         self.lm, self.run, self.settings, self.sent = lm, run, settings, sent
         hook = getattr(lm, "cache_hook", None)
         self.hook = hook if getattr(hook, "dbdict", None) is not None else None
+        self.attr = attr or (cache_attr(lm) if self.hook is not None else "generate_until")
         self.asked: tuple | None = None  # (prompt, kwargs) of the turn being generated
 
     def _greedy(self) -> bool:
@@ -255,14 +388,14 @@ class _EngineSession:
         if done is not None:
             self.run.record(TurnResult(done.text, done.cut, done.n_tokens))
             if self.hook is not None and self.asked is not None:
-                self.hook.add_partial("generate_until", self.asked, done.text)
+                self.hook.add_partial(self.attr, self.asked, done.text)
         while (request := self.run.next_request()) is not None:
             prompt = turn_prompt(self.lm, request, self.settings)
             self.sent[(request.session, request.turn)] = prompt
             self.asked = (prompt, turn_kwargs(self.settings, request.budget))
             key = None
             if self.hook is not None and self._greedy():
-                key = hash_args("generate_until", self.asked)
+                key = hash_args(self.attr, self.asked)
             if key is None or key not in self.hook.dbdict:
                 stops = tuple(stop_strings(self.settings))
                 return Ask(self.lm.tok_encode(prompt), request.budget, stops)
@@ -270,6 +403,23 @@ class _EngineSession:
             n = count_tokens(self.lm, text)
             self.run.record(TurnResult(text, None if n is None else n >= request.budget, n))
         return None
+
+
+def check_generation_settings(settings: Sequence[dict[str, Any]], sampler: str | None) -> None:
+    """Refuse generation kwargs that cannot be honoured, before any turn is generated
+    (``ConfigError``, one line): on every path a value of the wrong type or out of range;
+    where ``sampler`` (``"session engine"`` or ``"vLLM session backend"``) chooses the
+    tokens, also what :meth:`Sampling.from_generation_kwargs` refuses, so a second group
+    of settings cannot fail after the first has been generated."""
+    for key in _generation_groups(settings):
+        kwargs = json.loads(key)
+        if sampler is None:
+            check_sampling_values(kwargs)
+            continue
+        try:
+            Sampling.from_generation_kwargs(kwargs)
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace("session engine", sampler)) from None
 
 
 def eos_ids(lm: Any) -> set[int]:
@@ -316,11 +466,11 @@ def replay_on_vllm(
     each request's finish reason. Returns what :func:`replay_on_engine` returns."""
     import torch
 
-    from local_models.engine import Sampling
     from local_models.vllm_sessions import eos_ids_of, run_on_vllm
 
     runs = [SessionRun(ep, i) for i, ep in enumerate(episodes)]
     sent: dict = {}
+    attr = _cache_attr_when_caching(lm)
     bar = _turn_bar(lm, episodes)
     eos = eos_ids_of(llm)
     all_stats = []
@@ -331,7 +481,7 @@ def replay_on_vllm(
             raise SessionReplayError(
                 str(exc).replace("session engine", "vLLM session backend")
             ) from None
-        drivers = [_EngineSession(lm, runs[i], settings[i], sent) for i in members]
+        drivers = [_EngineSession(lm, runs[i], settings[i], sent, attr) for i in members]
         try:
             stats = run_on_vllm(
                 llm,
@@ -370,10 +520,11 @@ def replay_on_engine(
     Returns the transcripts, the prompts sent, and each run's ``EngineStats``."""
     import torch
 
-    from local_models.engine import Sampling, SessionEngine
+    from local_models.engine import SessionEngine
 
     runs = [SessionRun(ep, i) for i, ep in enumerate(episodes)]
     sent: dict = {}
+    attr = _cache_attr_when_caching(lm)
     groups = _generation_groups(settings)
     batch = lm.batch_size if isinstance(lm.batch_size, int) else 32
     bar = _turn_bar(lm, episodes)
@@ -389,7 +540,7 @@ def replay_on_engine(
             max_length=lm.max_length,
             progress=bar.update,
         )
-        drivers = [_EngineSession(lm, runs[i], settings[i], sent) for i in members]
+        drivers = [_EngineSession(lm, runs[i], settings[i], sent, attr) for i in members]
         try:
             stats = engine.run(drivers)
         except (ValueError, MemoryError, NotImplementedError) as exc:
@@ -436,7 +587,7 @@ def interrupt_session(self: Any, requests: list[Any]) -> list[str]:
     for req in unique.values():
         row_json, req_settings = req.args
         episode = Episode.from_row(json.loads(row_json))
-        cap = int(req_settings.get("budget_cap", CONTROL_BUDGET))
+        cap = check_budget_cap(req_settings.get("budget_cap", CONTROL_BUDGET))
         condition = req_settings.get("condition", "interrupted")
         for label, session in labelled_sessions(episode, condition, cap):
             conditions.append(label)
@@ -448,6 +599,8 @@ def interrupt_session(self: Any, requests: list[Any]) -> list[str]:
     llm = (
         vllm_model(self) if {s.get("turn_batching", "auto") for s in settings} == {"auto"} else None
     )
+    sampler = "vLLM session backend" if llm is not None else None
+    check_generation_settings(settings, sampler or ("session engine" if why_not is None else None))
     if llm is not None:
         log.info("interrupt_bench: %d sessions on vLLM", len(episodes))
         transcripts, sent, _ = replay_on_vllm(self, llm, episodes, settings)

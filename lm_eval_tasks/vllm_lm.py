@@ -164,7 +164,7 @@ class VllmLM(TemplateLM):
         import torch
         from vllm import TokensPrompt
 
-        from local_models.engine import Ask, Sampling
+        from local_models.engine import Ask, Sampling, stop_list
         from local_models.vllm_sessions import eos_ids_of, generated, sampling_params
 
         eos = eos_ids_of(self.model)
@@ -172,8 +172,7 @@ class VllmLM(TemplateLM):
         for i, request in enumerate(requests):
             context, gen_kwargs = request.args
             kwargs = dict(gen_kwargs)
-            until = kwargs.pop("until", None) or []
-            until = [until] if isinstance(until, str) else list(until)
+            until = stop_list(kwargs.pop("until", None))  # one string is one stop string
             budget = int(kwargs.pop("max_gen_toks", self.max_gen_toks))
             sampling = Sampling.from_generation_kwargs(kwargs, seed=torch.initial_seed())
             ask = Ask(self.tok_encode(context), budget, tuple(until))

@@ -34,6 +34,7 @@ generator."""
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -41,6 +42,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
+
+from interrupt_bench.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -59,26 +62,93 @@ class Sampling:
     @classmethod
     def from_generation_kwargs(cls, kwargs: dict, seed: int = 0) -> Sampling:
         """lm-eval's ``generation_kwargs`` as a ``Sampling``; a key the engine cannot
-        honour is an error, never silently dropped."""
+        honour, or a value it would have to guess at, is a ``ConfigError`` naming the fix,
+        never silently dropped or reinterpreted.
+
+        ``do_sample=True`` with ``temperature=0`` is refused: lm-eval's ``hf`` model passes
+        it to ``model.generate``, which refuses it too (temperature 0 is greedy decoding,
+        which ``do_sample=False`` asks for). ``do_sample=True`` with no temperature samples
+        at 1, as ``model.generate`` does."""
         unknown = sorted(set(kwargs) - set(cls.KNOWN))
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"generation_kwargs {unknown} are not supported by the session engine "
                 f"(it honours {list(cls.KNOWN)}); remove them, or set metadata "
                 "turn_batching: exact to generate through the model's own generate_until"
             )
-        temperature = float(kwargs.get("temperature", 0.0) or 0.0)
+        check_sampling_values(kwargs)
         do_sample = kwargs.get("do_sample")
+        temperature = float(kwargs.get("temperature") or 0.0)
         greedy = not do_sample if do_sample is not None else temperature == 0.0
-        if not greedy and temperature <= 0:
+        if not greedy and temperature == 0.0:
+            if kwargs.get("temperature") is not None:
+                raise ConfigError(
+                    "generation_kwargs do_sample=True with temperature=0: temperature 0 is "
+                    "greedy decoding, which sampling cannot do; use do_sample=False for "
+                    "greedy, or a temperature above 0 to sample"
+                )
             temperature = 1.0
         return cls(
             greedy=greedy,
             temperature=temperature if not greedy else 1.0,
-            top_k=int(kwargs.get("top_k", 0) or 0),
-            top_p=float(kwargs.get("top_p", 1.0) or 1.0),
+            top_k=int(kwargs.get("top_k") or 0),
+            top_p=float(kwargs.get("top_p") or 1.0),
             seed=seed,
         )
+
+
+def check_sampling_values(kwargs: dict) -> None:
+    """Refuse a sampling value of the wrong type or out of range (``ConfigError``, one line
+    naming the key and what it takes), whatever backend generates: ``--gen_kwargs`` parses
+    what it cannot read as a number into text (``temperature=abc``), and a negative
+    ``top_k`` or a ``top_p`` outside (0, 1] has no meaning (``model.generate`` refuses
+    both). ``until`` may be one string or a list of strings (:func:`stop_list`)."""
+
+    def bad(key: str, wants: str) -> ConfigError:
+        return ConfigError(
+            f"generation_kwargs {key}={kwargs[key]!r} is not valid: {key} takes {wants} "
+            "(--gen_kwargs or the task's generation_kwargs)"
+        )
+
+    def number(key: str) -> float | None:
+        value = kwargs.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad(key, "a number")
+        if not math.isfinite(value):
+            raise bad(key, "a finite number")
+        return float(value)
+
+    if kwargs.get("do_sample") is not None and not isinstance(kwargs["do_sample"], bool):
+        raise bad("do_sample", "True or False")
+    temperature = number("temperature")
+    if temperature is not None and temperature < 0:
+        raise bad("temperature", "a number >= 0 (0: greedy)")
+    top_k = number("top_k")
+    if top_k is not None and (top_k < 0 or top_k != int(top_k)):
+        raise bad("top_k", "a whole number >= 0 (0: no top-k filtering)")
+    top_p = number("top_p")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise bad("top_p", "a number in (0, 1] (1: no nucleus filtering)")
+    if "until" in kwargs:
+        stop_list(kwargs["until"])
+
+
+def stop_list(until: object) -> list[str]:
+    """lm-eval's ``until`` as a list of stop strings: one string is one stop string (as
+    lm-eval's models wrap it), never its characters, which ``list(text)`` would give
+    (``--gen_kwargs until=</answer>`` parses to a string). None gives no stop strings."""
+    if until is None:
+        return []
+    if isinstance(until, str):
+        return [until]
+    if isinstance(until, (list, tuple)) and all(isinstance(u, str) for u in until):
+        return list(until)
+    raise ConfigError(
+        f"generation_kwargs until={until!r} is not valid: until takes a string or a list of "
+        "strings (--gen_kwargs or the task's generation_kwargs)"
+    )
 
 
 @dataclass(frozen=True)
