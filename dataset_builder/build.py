@@ -14,6 +14,7 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,13 +23,14 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from dataset_builder.card import render_dataset_card
-from interrupt_bench.config import CONFIGS, SPLITS, EpisodeConfig
+from interrupt_bench.config import SPLITS, EpisodeConfig
+from interrupt_bench.dataset import BUILD_INFO, described_config, read_build_info
 from interrupt_bench.episodes import DEFAULT_SEED, GENERATOR_VERSION, generate_split
-from interrupt_bench.errors import InterruptBenchError
+from interrupt_bench.errors import DatasetError, InterruptBenchError
+from interrupt_bench.locking import exclusive
 from interrupt_bench.schema import episode_features
 from interrupt_bench.staging import staging_dir
 
-BUILD_INFO = "build_info.json"
 DEFAULT_SHARD_ROWS = 10_000
 
 
@@ -96,16 +98,16 @@ def _swap_in(tmp: Path, out: Path) -> None:
 
 
 def _existing_info(out: Path) -> dict | None:
-    info = out / BUILD_INFO
-    if not info.exists():
-        return None
+    """The build record of ``out`` (None if there is none), refused when it is not JSON
+    or not of the shape the builder writes: an update merges into it."""
+    fix = (
+        "the directory's contents are unknown. Choose another --out or pass --replace to "
+        "rebuild it from empty"
+    )
     try:
-        return json.loads(info.read_text())
-    except json.JSONDecodeError:
-        raise BuildError(
-            f"{info} is not JSON; the directory's contents are unknown. Choose another --out "
-            "or pass --replace to rebuild it from empty"
-        ) from None
+        return read_build_info(out, fix=fix)
+    except DatasetError as exc:
+        raise BuildError(str(exc)) from None
 
 
 def _keep_from(out: Path, tmp: Path, built: dict[str, list[str]]) -> None:
@@ -124,10 +126,12 @@ def _keep_from(out: Path, tmp: Path, built: dict[str, list[str]]) -> None:
 
 
 def _config_from_info(name: str, info: dict) -> EpisodeConfig:
-    if name in CONFIGS:
-        return CONFIGS[name]
-    fields = {k: v for k, v in info.items() if k != "counts"}
-    return EpisodeConfig(**{**fields, "families": tuple(fields.get("families", ()))})
+    try:
+        config = described_config(name, {"configs": {name: info}})
+    except DatasetError as exc:
+        raise BuildError(f"{exc}; or pass --replace to rebuild the directory from empty") from None
+    assert config is not None
+    return config
 
 
 def build_dataset(
@@ -163,6 +167,34 @@ def build_dataset(
             raise BuildError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     if shard_rows < 1:
         raise BuildError(f"--shard-rows must be >= 1, got {shard_rows}")
+    with ExitStack() as stack:
+        # Two builds into one --out would each merge into the record they read first, and
+        # the later rename would drop the other's configs: the second waits for the first,
+        # then merges into what the first wrote.
+        try:
+            stack.enter_context(exclusive(out, "dataset directory", wait=True))
+        except OSError as exc:
+            raise BuildError(
+                f"cannot write the dataset next to {out} ({exc.strerror or exc}); choose an "
+                "--out in a writable directory"
+            ) from None
+        report = _build_locked(out, configs, splits, sizes, seed, shard_rows, progress, replace)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _build_locked(
+    out: Path,
+    configs: list[EpisodeConfig],
+    splits: list[str],
+    sizes: dict[str, int] | None,
+    seed: int,
+    shard_rows: int,
+    progress: bool,
+    replace: bool,
+) -> BuildReport:
+    """The build proper, with ``out``'s lock held: read what is there, write beside it,
+    swap it in."""
     existing = None if replace else _existing_info(out) if out.is_dir() else None
     if existing and (existing.get("seed"), existing.get("generator_version")) != (
         seed,
@@ -215,5 +247,4 @@ def build_dataset(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    report.seconds = time.perf_counter() - start
     return report

@@ -3,11 +3,10 @@ through ``datasets.load_dataset``), one episode, and what the reference policies
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from interrupt_bench.dataset import load_episodes, load_rows
+from interrupt_bench.dataset import load_episodes, load_rows, read_build_info
 from interrupt_bench.errors import DatasetError
 from interrupt_bench.policies import POLICIES, policy_responder
 from interrupt_bench.scoring import aggregate
@@ -28,13 +27,14 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
 
 
 def build_info(path: str | os.PathLike) -> dict:
-    info = Path(path) / "build_info.json"
-    if not info.exists():
+    """The directory's build record, checked (``read_build_info``)."""
+    info = read_build_info(Path(path))
+    if info is None:
         raise DatasetError(
             f"{path} has no build_info.json, so it is not a directory written by "
             "`python -m dataset_builder build --out DIR`; build one there first"
         )
-    return json.loads(info.read_text())
+    return info
 
 
 def summarise(path: str | os.PathLike, configs: list[str] | None = None) -> str:

@@ -2,15 +2,25 @@
 
 ``load_episodes`` takes a Hub dataset id or a directory written by
 ``python -m dataset_builder build``; both give the same rows. Problems come back as a
-DatasetError that names the file or field and says how to fix it."""
+DatasetError that names the file or field and says how to fix it.
+
+A local directory is loaded only when the builder wrote it (its card ``README.md`` and
+``build_info.json`` both there and well-formed): without the card's ``configs:`` block,
+``datasets`` reads every config's shards as one, and the benchmark would score a
+mixture. Each row is then checked against the config and split asked for
+(:func:`check_rows`), the last guard against rows of another config slipping in."""
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
+from interrupt_bench.config import CONFIGS, EpisodeConfig
 from interrupt_bench.episodes import Episode, check_budgets
-from interrupt_bench.errors import DatasetError
+from interrupt_bench.errors import ConfigError, DatasetError
 from interrupt_bench.schema import episode_features
 
 HUB_DATASET_ID = "interrupt-bench/interrupt-bench"
@@ -18,6 +28,126 @@ BUILD_HINT = (
     "build it offline with `python -m dataset_builder build --out DIR` and pass that "
     f"directory, or pass a Hub dataset id (default {HUB_DATASET_ID!r})"
 )
+BUILD_INFO = "build_info.json"
+CARD = "README.md"
+
+
+def read_build_info(directory: Path, fix: str = "") -> dict[str, Any] | None:
+    """``directory``'s ``build_info.json`` (None when absent), checked to have the shape
+    the builder writes, so a hand-edited one is named here rather than failing as a
+    ``KeyError`` or ``AttributeError`` somewhere later. ``fix`` replaces the advice."""
+    path = Path(directory) / BUILD_INFO
+    if not path.exists():
+        return None
+    fix = fix or (
+        f"restore it, or rebuild the directory with `python -m dataset_builder build --out "
+        f"{directory} --replace`"
+    )
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path} is not JSON ({exc}); {fix}") from None
+    problem = _build_info_problem(info)
+    if problem:
+        raise DatasetError(f"{path} is not a build record the builder writes ({problem}); {fix}")
+    return info
+
+
+def _build_info_problem(info: Any) -> str:
+    """What is wrong with a parsed ``build_info.json`` ("" when nothing is)."""
+    if not isinstance(info, dict):
+        return f"expected an object, found {type(info).__name__}"
+    seed = info.get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        return f"`seed` must be an integer, found {seed!r}"
+    if not isinstance(info.get("generator_version"), str):
+        return f"`generator_version` must be a string, found {info.get('generator_version')!r}"
+    configs, files = info.get("configs"), info.get("files")
+    if not isinstance(configs, dict):
+        return f"`configs` must be an object of config name -> description, found {configs!r}"
+    for name, entry in configs.items():
+        counts = entry.get("counts") if isinstance(entry, dict) else None
+        if not isinstance(counts, dict) or not all(
+            isinstance(n, int) and not isinstance(n, bool) for n in counts.values()
+        ):
+            return f"`configs.{name}.counts` must be an object of split -> episode count"
+    if not isinstance(files, dict) or not all(
+        isinstance(k, str) and "/" in k and isinstance(v, str) for k, v in files.items()
+    ):
+        return "`files` must be an object of CONFIG/FILE -> sha256"
+    return ""
+
+
+def described_config(name: str, info: Mapping[str, Any] | None) -> EpisodeConfig | None:
+    """The config ``name``: a shipped one, else as the build described it in
+    ``build_info.json`` (None when neither knows it)."""
+    if name in CONFIGS:
+        return CONFIGS[name]
+    entry = (info or {}).get("configs", {}).get(name)
+    if not isinstance(entry, dict):
+        return None
+    fields = {k: v for k, v in entry.items() if k not in ("counts", "split_sizes")}
+    try:
+        return EpisodeConfig(**{**fields, "families": tuple(fields.get("families", ()))})
+    except (TypeError, ConfigError) as exc:
+        raise DatasetError(
+            f"{BUILD_INFO} describes config {name!r} as {entry!r}, which is not a valid "
+            f"config ({exc}); rebuild it with `python -m dataset_builder build --out DIR`"
+        ) from None
+
+
+def read_card_configs(directory: Path, fix: str) -> list[str]:
+    """The config names the card's YAML front matter lists under ``configs:``; a card
+    whose YAML is broken is named with the line ``yaml`` found wrong."""
+    import yaml
+
+    path = Path(directory) / CARD
+    text = path.read_text(encoding="utf-8", errors="replace")
+    parts = text.split("---", 2) if text.startswith("---") else []
+    if len(parts) < 3:
+        raise DatasetError(f"{path} has no YAML front matter (between --- lines); {fix}")
+    try:
+        header = yaml.safe_load(parts[1])
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 2}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise DatasetError(f"{path} has broken YAML{where} ({problem}); {fix}") from None
+    entries = header.get("configs") if isinstance(header, dict) else None
+    if not isinstance(entries, list):
+        raise DatasetError(f"{path} has no `configs:` list in its YAML front matter; {fix}")
+    return [str(e.get("config_name")) for e in entries if isinstance(e, dict)]
+
+
+def check_builder_directory(directory: Path, config: str) -> dict[str, Any]:
+    """Refuse a local directory the builder did not write, or whose card or build record
+    was broken by hand, before ``datasets`` reads it; return its build record."""
+    missing = [name for name in (CARD, BUILD_INFO) if not (directory / name).is_file()]
+    if len(missing) == 2 and not any(directory.glob("*/*.parquet")):
+        raise DatasetError(f"{directory} holds no interrupt-bench dataset; {BUILD_HINT}")
+    if missing:
+        raise DatasetError(
+            f"{directory} was not written by the dataset builder (it has no "
+            f"{' and no '.join(missing)}), and without them its configs cannot be told apart; "
+            "build a fresh one with `python -m dataset_builder build --out NEW_DIR` and pass "
+            "that directory"
+        )
+    info = read_build_info(directory)
+    assert info is not None
+    rebuild = (
+        f"rebuilding a config there rewrites the card for the whole directory: "
+        f"`python -m dataset_builder build --out {directory} --seed {info['seed']} "
+        f"--config {config if config in info['configs'] else 'NAME'}`"
+    )
+    listed = read_card_configs(directory, rebuild)
+    if config not in listed:
+        have = ", ".join(listed) or "none"
+        raise DatasetError(
+            f"dataset {directory} has no config {config!r} (its card lists: {have}); build it "
+            f"with `python -m dataset_builder build --out {directory} --seed {info['seed']} "
+            f"--config {config}`"
+        )
+    return info
 
 
 def check_parquet_files(directory: Path, config: str | None = None) -> None:
@@ -58,8 +188,9 @@ def load_rows(path: str | os.PathLike, config: str = "default", split: str = "te
     source = str(path)
     local = Path(source).expanduser()
     if local.exists():
-        if not (local / "README.md").exists() and not any(local.glob("*/*.parquet")):
-            raise DatasetError(f"{local} holds no interrupt-bench dataset; {BUILD_HINT}")
+        if not local.is_dir():
+            raise DatasetError(f"{local} is a file, not a dataset directory; {BUILD_HINT}")
+        check_builder_directory(local, config)
         check_parquet_files(local, config)
         source = str(local)
     elif source.startswith((".", "/", "~")) or source.count("/") != 1:
@@ -91,14 +222,57 @@ def load_rows(path: str | os.PathLike, config: str = "default", split: str = "te
         raise
 
 
+def hub_build_info(source: str) -> dict[str, Any] | None:
+    """The ``build_info.json`` of a dataset: read from a local directory, downloaded
+    from a Hub dataset repo (None when it has none or the Hub cannot be reached)."""
+    local = Path(source).expanduser()
+    if local.is_dir():
+        return read_build_info(local)
+    try:
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(source, BUILD_INFO, repo_type="dataset")
+    except Exception:  # offline, no such file, no such repo: the config stays undescribed
+        return None
+    return read_build_info(Path(path).parent)
+
+
+def check_rows(
+    rows: Iterable[Mapping[str, Any]], source: str, config: str, split: str
+) -> list[Episode]:
+    """Every row as an Episode, each checked (``Episode.from_row``), all of the config
+    and split asked for, within that config's budgets and families, with no episode id
+    twice: rows that would change the scores silently are refused here, naming the row."""
+    described: EpisodeConfig | None = CONFIGS.get(config)
+    if described is None:
+        described = described_config(config, hub_build_info(source))
+    fix = f"rebuild it with `python -m dataset_builder build --out DIR --config {config}`"
+    episodes: list[Episode] = []
+    seen: set[str] = set()
+    for row in rows:
+        episode = Episode.from_row(row)
+        where = f"episode row {episode.episode_id!r} of {source} ({config}/{split})"
+        if episode.config != config or episode.split != split:
+            raise DatasetError(
+                f"{where} belongs to {episode.config}/{episode.split}: the dataset mixes "
+                f"configs or splits, and its scores would be of that mixture; {fix}"
+            )
+        if episode.episode_id in seen:
+            raise DatasetError(
+                f"{where} appears twice: an episode counted twice weighs double in every "
+                f"mean; {fix}"
+            )
+        seen.add(episode.episode_id)
+        check_budgets(episode, described)
+        episodes.append(episode)
+    return episodes
+
+
 def load_episodes(
     path: str | os.PathLike, config: str = "default", split: str = "test", limit: int | None = None
 ) -> list[Episode]:
-    """Episodes of one config and split, each row checked (see ``Episode.from_row``)."""
+    """Episodes of one config and split, each row checked (see :func:`check_rows`)."""
     rows = load_rows(path, config, split)
     if limit is not None:
         rows = rows.select(range(min(limit, len(rows))))
-    episodes = [Episode.from_row(row) for row in rows]
-    for episode in episodes:
-        check_budgets(episode)
-    return episodes
+    return check_rows(rows, str(path), config, split)

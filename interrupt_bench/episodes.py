@@ -7,6 +7,7 @@ which field is wrong when a file is corrupt or from another schema."""
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from interrupt_bench.config import CONFIGS, SPLITS, EpisodeConfig
 from interrupt_bench.errors import DatasetError
 from interrupt_bench.families import get_family
 from interrupt_bench.schema import ROW_FIELDS
-from interrupt_bench.tasks import Task
+from interrupt_bench.tasks import FAMILIES, Task
 
 # Bump when a change to generation alters any row for the same seed.
 GENERATOR_VERSION = "1.0.0"
@@ -105,9 +106,16 @@ class Episode:
         ids = [t.get("task_id") for t in tasks_raw]
         if ids != list(range(1, n_tasks + 1)):
             raise bad(f"task ids {ids} are not 1..{n_tasks} in order")
-        for t in tasks:
+        for i, t in enumerate(tasks, start=1):
             if t.checker not in CHECKERS:
                 raise bad(f"unknown checker {t.checker!r}")
+            if t.family not in FAMILIES:
+                raise bad(
+                    f"task {i} has unknown family {t.family!r} (known: {', '.join(FAMILIES)})"
+                )
+            # inf counts every numeric answer correct, NaN none, a negative one none
+            if not math.isfinite(t.tolerance) or t.tolerance < 0:
+                raise bad(f"task {i} has tolerance {t.tolerance}; it must be a finite number >= 0")
         return cls(
             episode_id=str(row["episode_id"]),
             config=str(row["config"]),
@@ -124,24 +132,35 @@ class Episode:
 MAX_BUDGET = 8192  # no shipped config comes near; a larger value is a corrupt row
 
 
-def check_budgets(episode: Episode) -> None:
-    """Raise DatasetError when a row of a shipped config has a budget outside that config's
-    interval (or a closing budget other than its own): such a row was edited or corrupted,
-    and the model must not be blamed for what it does with it."""
-    config = CONFIGS.get(episode.config)
+def check_budgets(episode: Episode, config: EpisodeConfig | None = None) -> None:
+    """Raise DatasetError when a row has a budget outside its config's interval (or a
+    closing budget other than its own), or a task of a family its config does not draw:
+    such a row was edited or corrupted, and the model must not be blamed for what it does
+    with it. ``config`` describes a config that is not shipped (from the build's
+    ``build_info.json``); a row of an undescribed, unshipped config cannot be checked and is
+    refused rather than let through unchecked."""
+    config = config or CONFIGS.get(episode.config)
+    fix = "rebuild it with `python -m dataset_builder build --out DIR`"
     if config is None:
-        return
+        raise DatasetError(
+            f"episode row {episode.episode_id!r} has config {episode.config!r}, which is not a "
+            f"shipped config ({', '.join(CONFIGS)}) nor described by the build's "
+            f"build_info.json, so its budgets cannot be checked; {fix}"
+        )
     lo, hi = config.budget_lo, config.budget_hi
     wrong = [b for b in episode.budgets if not lo <= b <= hi]
     if wrong or episode.closing_budget != config.closing_budget:
         raise DatasetError(
             f"corrupt episode row {episode.episode_id!r}: config {config.name!r} draws budgets "
             f"from [{lo}, {hi}] with closing budget {config.closing_budget}, but the row has "
-            f"{list(episode.budgets)} / closing {episode.closing_budget}; rebuild it with "
-            "`python -m dataset_builder build --out DIR`"
+            f"{list(episode.budgets)} / closing {episode.closing_budget}; {fix}"
         )
-
-
+    foreign = sorted({t.family for t in episode.tasks} - set(config.families))
+    if foreign:
+        raise DatasetError(
+            f"corrupt episode row {episode.episode_id!r}: config {config.name!r} draws tasks "
+            f"of {', '.join(config.families)}, but the row has {', '.join(foreign)}; {fix}"
+        )
 
 
 def episode_seed(base_seed: int, config: str, split: str, index: int) -> int:

@@ -36,8 +36,10 @@ from pathlib import Path
 
 from interrupt_bench.config import CONFIGS
 from interrupt_bench.episodes import Episode, generate_split
+from interrupt_bench.locking import exclusive
 from interrupt_bench.policies import POLICIES, answer_tag
 from interrupt_bench.prompts import question_message
+from interrupt_bench.staging import staging_dir
 from interrupt_bench.tasks import Task
 from local_models.chat import turn_deltas
 from local_models.tiny_model import corpus, train_tokenizer
@@ -189,13 +191,21 @@ def _batch(rows: list[tuple[list[int], list[bool]]], pad_id: int):
 def build_reference_model(
     size_name: str, out_dir: str | os.PathLike, seed: int = 0, progress: bool = True
 ) -> Path:
-    """Train and save one reference model (a standard Hugging Face directory)."""
+    """Train and save one reference model (a standard Hugging Face directory). A second
+    build into the same ``out_dir`` waits for the first (``interrupt_bench.locking``)."""
+    out = Path(out_dir)
+    with exclusive(out, "reference model directory", wait=True):
+        return _build_locked(size_name, out, seed, progress)
+
+
+def _build_locked(size_name: str, out: Path, seed: int, progress: bool) -> Path:
+    """The build proper, with ``out``'s lock held: trained, saved in a staging directory
+    of this process's own, renamed into place."""
     import torch
     from tqdm.auto import tqdm
     from transformers import LlamaConfig, LlamaForCausalLM
 
     size = SIZES[size_name]
-    out = Path(out_dir)
     start = time.perf_counter()
     torch.manual_seed(seed)
     tokenizer = train_tokenizer(corpus(seed=seed), size.vocab_size)
@@ -252,23 +262,27 @@ def build_reference_model(
         final_loss[phase] = round(sum(losses[-20:]) / len(losses[-20:]), 4)
     model.eval()
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    info = {
-        "size": size_name,
-        **recipe(size_name, seed),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "task_rows": len(phases[0][1]),
-        "sft_sessions": len(phases[1][1]),
-        "final_loss": final_loss,
-        "seconds": round(time.perf_counter() - start, 1),
-    }
-    (tmp / "reference_model.json").write_text(json.dumps(info, indent=2) + "\n")
-    (tmp / "README.md").write_text(model_card(info, str(out)))
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = staging_dir(out)  # .NAME.partial-PID-xxxx: this run's own, never another's
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        info = {
+            "size": size_name,
+            **recipe(size_name, seed),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "task_rows": len(phases[0][1]),
+            "sft_sessions": len(phases[1][1]),
+            "final_loss": final_loss,
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+        (tmp / "reference_model.json").write_text(json.dumps(info, indent=2) + "\n")
+        (tmp / "README.md").write_text(model_card(info, str(out)))
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out
 
 
@@ -305,10 +319,7 @@ def push_reference_model(size_name: str, repo_id: str, seed: int = 0, private: b
 
     path = reference_model(size_name, seed)
     write_reference_card(path, repo_id)
-    again = (
-        f"interrupt-bench-reference-models push --size {size_name} --seed {seed} "
-        f"{repo_id}"
-    )
+    again = f"interrupt-bench-reference-models push --size {size_name} --seed {seed} {repo_id}"
     return push_to_hub(path, repo_id, private, repo_type="model", again=again)
 
 
@@ -328,20 +339,25 @@ def reference_model(
     size whose numbers changed under the same build version would otherwise be scored
     silently with the old weights. A stale one is kept beside it as ``<name>.stale``."""
     path = cached_model_path(size_name, seed, cache_dir)
-    stale = stale_recipe(path, size_name, seed)
-    if stale:
-        print(
-            f"{path} was built by another recipe ({stale}); rebuilding it, the old one "
-            f"moves to {path.name}.stale",
-            file=sys.stderr,
-        )
-        shutil.rmtree(path.with_name(path.name + ".stale"), ignore_errors=True)
-        os.replace(path, path.with_name(path.name + ".stale"))
-    if not (path / "reference_model.json").exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        build_reference_model(size_name, path, seed)
-    if not (path / "README.md").exists():  # cached by a build that wrote no card
-        write_reference_card(path, str(path))
+    complete = all((path / name).exists() for name in ("reference_model.json", "README.md"))
+    if complete and not stale_recipe(path, size_name, seed):
+        return path
+    # Two processes asking for one uncached model: the second waits for the first's
+    # build and then uses it, instead of both training into one directory.
+    with exclusive(path, "reference model directory", wait=True):
+        stale = stale_recipe(path, size_name, seed)
+        if stale:
+            print(
+                f"{path} was built by another recipe ({stale}); rebuilding it, the old one "
+                f"moves to {path.name}.stale",
+                file=sys.stderr,
+            )
+            shutil.rmtree(path.with_name(path.name + ".stale"), ignore_errors=True)
+            os.replace(path, path.with_name(path.name + ".stale"))
+        if not (path / "reference_model.json").exists():
+            _build_locked(size_name, path, seed, progress=True)
+        if not (path / "README.md").exists():  # cached by a build that wrote no card
+            write_reference_card(path, str(path))
     return path
 
 

@@ -14,7 +14,8 @@ config, model card) under ``~/.cache/interrupt-bench/models``. That directory lo
 unchanged in ``lm_eval --model hf``, ``transformers serve``, peft and
 ``training/reinforce.py``. Everything is built in a hidden ``.NAME.partial-*`` directory
 and moved into place in one rename, so a killed fetch leaves no half model behind (the
-next fetch removes the leftovers)."""
+next fetch removes the leftovers). Two fetches of one model at once take turns on the
+cache entry's lock (``interrupt_bench.locking``): the second waits and reuses the first's."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from interrupt_bench.errors import InterruptBenchError
+from interrupt_bench.locking import exclusive
 from interrupt_bench.staging import staging_dir, umask_modes
 
 CONVERT_VERSION = "1"  # bump when the conversion changes what it writes
@@ -282,6 +284,16 @@ def fetch(
     if (final / INFO_FILE).exists() and not force:
         return final
     root.mkdir(parents=True, exist_ok=True)
+    # Two fetches of one model at once: the second waits, then finds the first's copy.
+    with exclusive(final, "model cache entry", wait=True):
+        if (final / INFO_FILE).exists() and not force:
+            _say(progress, f"{spec.name} was fetched meanwhile by another process: {final}")
+            return final
+        return _fetch_locked(spec, final, wheels_dir, progress)
+
+
+def _fetch_locked(spec: GGUFModel, final: Path, wheels_dir: Path | None, progress: bool) -> Path:
+    """The fetch proper, with ``final``'s lock held."""
     start = time.perf_counter()
     work = staging_dir(final)
     try:

