@@ -115,7 +115,17 @@ class TrainConfig:
     )
     save_every: int = option(20, "checkpoint every N steps (0 = only at the end)", min=0)
     save_total_limit: int = option(2, "checkpoints kept", min=1)
-    resume: bool = option(False, "continue from the newest checkpoint in output_dir")
+    resume: bool = option(
+        False,
+        "continue the run in output_dir from its newest checkpoint (refused when the run's "
+        "model, LoRA shape or data differ; with no checkpoint yet it starts over)",
+    )
+    overwrite_output_dir: bool = option(
+        False,
+        "start a new run in an output_dir that holds another one, deleting that run's "
+        "checkpoints, best/ adapter, logs and adapter first (without it such a directory "
+        "is refused)",
+    )
     sample_every: int = option(10, "write a sample transcript every N steps", min=1)
     seed: int = option(0, "seed of data order, sampling and initialisation")
     cpu_threads: int = option(
@@ -170,10 +180,57 @@ class TrainConfig:
                 "`reuse_prefix` and `gradient_checkpointing` cannot both be on: transformers "
                 "drops the prefix cache in checkpointed layers; turn one of them off"
             )
+        if self.resume and self.overwrite_output_dir:
+            raise ConfigError(
+                "`resume` and `overwrite_output_dir` cannot both be true: resume continues the "
+                "run in output_dir, overwrite_output_dir replaces it; pass one of them"
+            )
         if self.baseline == "rloo" and self.samples_per_episode < 2:
             raise ConfigError(
                 "baseline `rloo` needs samples_per_episode >= 2 (or use group_mean/running_mean)"
             )
+
+
+# What shapes a run: the model and adapter the checkpoints hold, and the sessions it trains
+# on. A checkpoint of one run cannot continue as a run that differs in any of these (other
+# fields, such as learning_rate or max_steps, may change on --resume true).
+RUN_SHAPE = (
+    "model_name_or_path",
+    "lora_r",
+    "lora_alpha",
+    "lora_target_modules",
+    "dataset_path",
+    "dataset_config",
+    "chat",
+    "num_fewshot",
+)
+
+
+def _same_place(a: Any, b: Any) -> bool:
+    """Two model or dataset names that are one local directory (./x and /abs/x) match."""
+    if a == b:
+        return True
+    if isinstance(a, str) and isinstance(b, str) and Path(a).exists() and Path(b).exists():
+        return Path(a).resolve() == Path(b).resolve()
+    return False
+
+
+def shape_changes(saved: dict[str, Any], config: TrainConfig) -> list[str]:
+    """The :data:`RUN_SHAPE` fields where ``config`` differs from a run's saved
+    ``train_config.json``, each as "FIELD OLD, now NEW"."""
+    changes = []
+    for name in RUN_SHAPE:
+        if name not in saved:
+            continue
+        old, new = saved[name], getattr(config, name)
+        if not _same_place(old, new):
+            changes.append(f"{name} {_show(old)}, now {_show(new)}")
+    return changes
+
+
+def _show(value: Any) -> str:
+    """A value as a flag takes it: a list comma-separated."""
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _type_of(f: dataclasses.Field) -> type:

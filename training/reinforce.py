@@ -22,7 +22,7 @@ import shutil
 import signal
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,10 +32,11 @@ import torch
 from interrupt_bench import demonstrations
 from interrupt_bench.dataset import load_episodes
 from interrupt_bench.errors import ConfigError, InterruptBenchError
+from interrupt_bench.locking import DirectoryInUse, exclusive
 from interrupt_bench.scoring import aggregate
 from local_models.engine import common_prefix
 from local_models.hardware import cpu_has_bf16
-from training.config import TrainConfig, parse_config
+from training.config import TrainConfig, parse_config, shape_changes
 from training.report import plot_curves, write_adapter_card
 from training.rewards import RewardWeights, advantages, cut_resumed_rate, normalise, reward
 from training.rollouts import sample_sessions
@@ -249,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         faulthandler.register(signal.SIGUSR1, all_threads=True)
     if os.environ.get("INTERRUPT_BENCH_TRACEBACK_AFTER"):
         faulthandler.dump_traceback_later(float(os.environ["INTERRUPT_BENCH_TRACEBACK_AFTER"]))
+    signal.signal(signal.SIGTERM, _stop)
     try:
         return train(argv)
     except FloatingPointError as exc:
@@ -303,11 +305,32 @@ class Run:
 def train(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_config(argv)
-        run = setup(cfg)
-        state = start_or_resume(run)
     except InterruptBenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    run: Run | None = None
+    state: dict | None = None
+    with ExitStack() as held:  # the output_dir's lock, held until the run ends
+        try:
+            run = setup(cfg, held)
+            state = start_or_resume(run)
+        except InterruptBenchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as exc:
+            return interrupted(exc, cfg, run, state)
+        try:
+            run_steps(run, state)
+            # 6. The adapter at output_dir itself, plus curves and a model card.
+            finish(run, state)
+        except KeyboardInterrupt as exc:
+            return interrupted(exc, cfg, run, state)
+    return 0
+
+
+def run_steps(run: Run, state: dict) -> None:
+    """The optimizer steps from ``state["step"]`` to ``max_steps`` (or the collapse guard's
+    stop), updating ``state`` as each one ends."""
     from tqdm.auto import tqdm
 
     cfg, accelerator, model = run.cfg, run.accelerator, run.model
@@ -322,106 +345,241 @@ def train(argv: list[str] | None = None) -> int:
         desc="reinforce",
         disable=not accelerator.is_local_main_process,
     )
-    for step in bar:
-        # 1. Rollouts: this rank's episodes, each K times, on the session engine.
-        start = state["data_pos"] + accelerator.process_index * cfg.episodes_per_step
-        episodes = [
-            run.train[order[(start + i) % len(run.train)]] for i in range(cfg.episodes_per_step)
-        ]
-        state["data_pos"] = (state["data_pos"] + per_step) % len(run.train)
-        t0 = time.perf_counter()
-        with accelerator.autocast():
-            transcripts, rollouts = sample_transcripts(
-                accelerator.unwrap_model(model),
-                run.tokenizer,
-                [e for e in episodes for _ in range(K)],
-                cfg,
-                # Sampling depends on (seed, step, rank) only: a resumed run samples the same.
-                seed=(cfg.seed * 1_000_003 + step) * 1009 + accelerator.process_index,
-                shots=run.shots,
-                vllm=run.vllm,
+    with bar:  # closed (its line ended) before an interrupt is reported
+        for step in bar:
+            # 1. Rollouts: this rank's episodes, each K times, on the session engine.
+            start = state["data_pos"] + accelerator.process_index * cfg.episodes_per_step
+            episodes = [
+                run.train[order[(start + i) % len(run.train)]] for i in range(cfg.episodes_per_step)
+            ]
+            state["data_pos"] = (state["data_pos"] + per_step) % len(run.train)
+            t0 = time.perf_counter()
+            with accelerator.autocast():
+                transcripts, rollouts = sample_transcripts(
+                    accelerator.unwrap_model(model),
+                    run.tokenizer,
+                    [e for e in episodes for _ in range(K)],
+                    cfg,
+                    # Sampling depends on (seed, step, rank) only: a resumed run samples the same.
+                    seed=(cfg.seed * 1_000_003 + step) * 1009 + accelerator.process_index,
+                    shots=run.shots,
+                    vllm=run.vllm,
+                )
+            rollout_seconds = time.perf_counter() - t0
+            scores = [t.score() for t in transcripts]
+
+            # 2. Rewards and advantages.
+            rewards = [reward(s, run.weights, t.cut) for s, t in zip(scores, transcripts)]
+            adv = advantages(rewards, K, cfg.baseline, state["running_mean"])
+            if cfg.normalize_advantages:
+                adv = normalise(adv)
+            batch_mean = float(
+                accelerator.reduce(
+                    torch.tensor(sum(rewards) / len(rewards), device=accelerator.device), "mean"
+                )
             )
-        rollout_seconds = time.perf_counter() - t0
-        scores = [t.score() for t in transcripts]
-
-        # 2. Rewards and advantages.
-        rewards = [reward(s, run.weights, t.cut) for s, t in zip(scores, transcripts)]
-        adv = advantages(rewards, K, cfg.baseline, state["running_mean"])
-        if cfg.normalize_advantages:
-            adv = normalise(adv)
-        batch_mean = float(
-            accelerator.reduce(
-                torch.tensor(sum(rewards) / len(rewards), device=accelerator.device), "mean"
+            state["running_mean"] = (
+                cfg.running_mean_decay * state["running_mean"]
+                + (1 - cfg.running_mean_decay) * batch_mean
             )
-        )
-        state["running_mean"] = (
-            cfg.running_mean_decay * state["running_mean"]
-            + (1 - cfg.running_mean_decay) * batch_mean
-        )
 
-        # 3. Policy gradient on the sampled tokens, normalised over every token of the step.
-        sums, n_tokens, step_tokens = policy_gradient(run, rollouts.sessions, adv, step)
+            # 3. Policy gradient on the sampled tokens, normalised over every token of the step.
+            sums, n_tokens, step_tokens = policy_gradient(run, rollouts.sessions, adv, step)
 
-        # 4. One optimizer step, unless the loss or gradient is not finite.
-        grad_norm, skipped = guarded_step(run, sums["loss"], step)
-        state["step"] = step + 1
+            # 4. One optimizer step, unless the loss or gradient is not finite.
+            grad_norm, skipped = guarded_step(run, sums["loss"], step)
+            state["step"] = step + 1
 
-        # 5. Logs, validation with the collapse guard, samples, checkpoints.
-        # Entropy and KL over every rank's tokens, so the collapse guard decides the same on
-        # all ranks (one rank stopping alone would leave the others waiting in a collective).
-        entropy_sum, kl_sum = accelerator.reduce(
-            torch.tensor(
-                [sums["entropy"], sums["kl"]], dtype=torch.float64, device=accelerator.device
-            ),
-            "sum",
-        ).tolist()
-        batch = aggregate(scores)
-        record = {
-            "step": step + 1,
-            "reward": batch_mean,
-            "accuracy": batch["accuracy"],
-            "reattempts": batch["reattempts"],
-            "resumption_rate": batch["resumption_rate"],
-            "cut_resumption": sum(cut_resumed_rate(s, t.cut) for s, t in zip(scores, transcripts))
-            / len(scores),
-            "format_rate": batch["format_rate"],
-            "loss": sums["loss"],
-            "entropy": entropy_sum / step_tokens,
-            "kl": kl_sum / step_tokens,
-            "grad_norm": float(grad_norm),
-            "lr": run.scheduler.get_last_lr()[0],
-            "tokens_per_second": rollouts.generated_tokens / max(rollout_seconds, 1e-9),
-            "mean_output_length": n_tokens / max(sum(len(t.outputs) for t in transcripts), 1),
-            "skipped": skipped,
-        }
-        if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
-            validate(run, state, record)
-        run.append("train_log.jsonl", record)
-        if (step + 1) % cfg.sample_every == 0 or step == 0:
-            run.append(
-                "samples.jsonl",
-                {"step": step + 1, "reward": rewards[0], **transcripts[0].to_dict()},
+            # 5. Logs, validation with the collapse guard, samples, checkpoints.
+            # Entropy and KL over every rank's tokens, so the collapse guard decides the same on
+            # all ranks (one rank stopping alone would leave the others waiting in a collective).
+            entropy_sum, kl_sum = accelerator.reduce(
+                torch.tensor(
+                    [sums["entropy"], sums["kl"]], dtype=torch.float64, device=accelerator.device
+                ),
+                "sum",
+            ).tolist()
+            batch = aggregate(scores)
+            record = {
+                "step": step + 1,
+                "reward": batch_mean,
+                "accuracy": batch["accuracy"],
+                "reattempts": batch["reattempts"],
+                "resumption_rate": batch["resumption_rate"],
+                "cut_resumption": sum(
+                    cut_resumed_rate(s, t.cut) for s, t in zip(scores, transcripts)
+                )
+                / len(scores),
+                "format_rate": batch["format_rate"],
+                "loss": sums["loss"],
+                "entropy": entropy_sum / step_tokens,
+                "kl": kl_sum / step_tokens,
+                "grad_norm": float(grad_norm),
+                "lr": run.scheduler.get_last_lr()[0],
+                "tokens_per_second": rollouts.generated_tokens / max(rollout_seconds, 1e-9),
+                "mean_output_length": n_tokens / max(sum(len(t.outputs) for t in transcripts), 1),
+                "skipped": skipped,
+            }
+            if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
+                validate(run, state, record)
+            run.append("train_log.jsonl", record)
+            if (step + 1) % cfg.sample_every == 0 or step == 0:
+                run.append(
+                    "samples.jsonl",
+                    {"step": step + 1, "reward": rewards[0], **transcripts[0].to_dict()},
+                )
+            accelerator.log(
+                {k: v for k, v in record.items() if isinstance(v, (int, float))}, step=step + 1
             )
-        accelerator.log(
-            {k: v for k, v in record.items() if isinstance(v, (int, float))}, step=step + 1
+            bar.set_postfix(
+                reward=f"{batch_mean:.3f}",
+                acc=f"{record['accuracy']:.3f}",
+                ent=f"{record['entropy']:.2f}",
+            )
+            if cfg.save_every and (step + 1) % cfg.save_every == 0:
+                save_checkpoint(accelerator, run.output_dir, state, cfg.save_total_limit)
+            if state["collapse"]:
+                break
+
+
+def interrupted(
+    exc: KeyboardInterrupt, cfg: TrainConfig, run: Run | None, state: dict | None
+) -> int:
+    """Say, in one line, what an interrupted run (SIGTERM from a scheduler, Ctrl-C) kept in
+    output_dir and the command that continues it; the exit code is 128 + the signal."""
+    name = str(exc) or "SIGINT"
+    code = 128 + (signal.Signals[name].value if name in signal.Signals.__members__ else 2)
+    if run is not None and not run.accelerator.is_main_process:
+        return code
+    output_dir = Path(cfg.output_dir)
+    again = "run the same command with --resume true" + (
+        " (and without --overwrite_output_dir)" if cfg.overwrite_output_dir else ""
+    )
+    if state is None:
+        print(
+            f"interrupted ({name}) before training began: no step was taken in {output_dir}; "
+            f"{again} to start it",
+            file=sys.stderr,
         )
-        bar.set_postfix(
-            reward=f"{batch_mean:.3f}",
-            acc=f"{record['accuracy']:.3f}",
-            ent=f"{record['entropy']:.2f}",
+        return code
+    kept = checkpoint_dirs(output_dir)
+    done = f"interrupted ({name}) after {state['step']} of {cfg.max_steps} steps"
+    best = output_dir / "best"
+    best_note = f"; the best adapter so far is in {best}" if best.is_dir() else ""
+    if kept:
+        step = int(kept[-1].name.removeprefix("step-"))
+        print(
+            f"{done}: kept checkpoint {kept[-1]} (step {step}){best_note}; later steps are "
+            f"lost; {again} to continue from step {step}",
+            file=sys.stderr,
         )
-        if cfg.save_every and (step + 1) % cfg.save_every == 0:
-            save_checkpoint(accelerator, run.output_dir, state, cfg.save_total_limit)
-        if state["collapse"]:
-            break
+    else:
+        every = f"every {cfg.save_every} steps" if cfg.save_every else "only at the end"
+        print(
+            f"{done}: no checkpoint was written yet (save_every: {every}){best_note}; "
+            f"{again} to start over",
+            file=sys.stderr,
+        )
+    return code
 
-    # 6. The adapter at output_dir itself, plus curves and a model card.
-    finish(run, state)
-    return 0
+
+def _stop(signum: int, frame: Any) -> None:
+    """SIGTERM unwinds like Ctrl-C, so the lock is released and the interrupt reported."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-def setup(cfg: TrainConfig) -> Run:
-    """Accelerator, model with its LoRA adapter, data, optimizer and schedule."""
+def previous_run(output_dir: Path) -> list[str]:
+    """What a training run left in ``output_dir``, for the refusal to name (empty: none)."""
+    found = []
+    if (output_dir / "train_config.json").exists():
+        found.append("train_config.json")
+    if n := len(checkpoint_dirs(output_dir)):
+        found.append(f"{n} checkpoint(s)")
+    log = output_dir / "train_log.jsonl"
+    if log.exists() and log.stat().st_size:
+        found.append("train_log.jsonl")
+    if (output_dir / "adapter_model.safetensors").exists():
+        found.append("an adapter")
+    return found
+
+
+# What a run writes in output_dir, and --overwrite_output_dir deletes before a new one.
+RUN_OUTPUTS = (
+    "checkpoints",
+    "best",
+    "train_log.jsonl",
+    "samples.jsonl",
+    "train_config.json",
+    "adapter_model.safetensors",
+    "adapter_config.json",
+    "training_curves.png",
+    "reinforce",  # the TensorBoard logs
+)
+
+
+def check_output_dir(cfg: TrainConfig, output_dir: Path) -> None:
+    """One run per output_dir: a fresh run into a directory holding another is refused
+    (rotation would delete its own checkpoints, --resume would continue the other run),
+    unless ``overwrite_output_dir`` clears that run first; a resume whose model, LoRA
+    shape or data differ from the run it continues is refused, naming the fields."""
+    found = previous_run(output_dir)
+    if cfg.overwrite_output_dir:
+        for name in RUN_OUTPUTS:
+            path = output_dir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        return
+    if found and not cfg.resume:
+        raise SetupError(
+            f"output_dir {output_dir} holds another training run ({', '.join(found)}); pass "
+            "--resume true to continue it, --overwrite_output_dir true to replace it, or "
+            "choose another --output_dir. Nothing was changed."
+        )
+    saved_path = output_dir / "train_config.json"
+    if cfg.resume and saved_path.exists():
+        try:
+            saved = json.loads(saved_path.read_text())
+            if not isinstance(saved, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            raise SetupError(
+                f"{saved_path} cannot be read ({exc}); it records the run --resume true "
+                "continues: restore it, or start over with --overwrite_output_dir true"
+            ) from None
+        changes = shape_changes(saved, cfg)
+        if changes:
+            raise SetupError(
+                f"--resume true: output_dir {output_dir} holds a run with another config "
+                f"({'; '.join(changes)}); resume with that run's values, or start a new run "
+                "with --overwrite_output_dir true or another --output_dir. Nothing was changed."
+            )
+
+
+def claim_output_dir(cfg: TrainConfig, accelerator, output_dir: Path, held: ExitStack) -> None:
+    """Lock output_dir for the whole run (``held`` releases it) and check what it holds;
+    the main process decides and every process raises the same :class:`SetupError`."""
+    problem = None
+    if accelerator.is_main_process:
+        try:
+            held.enter_context(
+                exclusive(output_dir, "output_dir", fix="or choose another --output_dir")
+            )
+            check_output_dir(cfg, output_dir)
+        except (DirectoryInUse, SetupError) as exc:
+            problem = str(exc)
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        problem = broadcast_object_list([problem])[0]
+    if problem:
+        raise SetupError(problem)
+
+
+def setup(cfg: TrainConfig, held: ExitStack) -> Run:
+    """Accelerator, the output_dir's lock (in ``held``), model with its LoRA adapter, data,
+    optimizer and schedule."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import get_linear_schedule_with_warmup
@@ -444,6 +602,7 @@ def setup(cfg: TrainConfig) -> Run:
         ) from None
     trackers = ["tensorboard"] if _has("tensorboard") else []
     accelerator = Accelerator(log_with=trackers or None, project_dir=str(output_dir))
+    claim_output_dir(cfg, accelerator, output_dir, held)
     if accelerator.device.type == "cpu":
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         torch.set_num_threads(cfg.cpu_threads or max(1, (cores or 1) // accelerator.num_processes))
@@ -509,11 +668,18 @@ def start_or_resume(run: Run) -> dict:
             accelerator.load_state(str(latest))
             state = json.loads((latest / "trainer_state.json").read_text())
         except Exception as exc:  # a truncated or edited checkpoint: name it, offer the rest
+            if "size mismatch" in str(exc):  # every checkpoint of the run fails the same way
+                raise SetupError(
+                    f"checkpoint {latest} was written by a run with another model or LoRA "
+                    f"shape ({_first_mismatch(exc)}); resume with that run's --model_name_or_"
+                    "path and --lora_* values, or start a new run with --overwrite_output_dir "
+                    "true or another --output_dir. Nothing was changed."
+                ) from None
             earlier = checkpoint_dirs(output_dir)[:-1]
             offer = (
                 f"move it away to resume from {earlier[-1]} (the previous checkpoint)"
                 if earlier
-                else "no earlier checkpoint is kept: --resume false starts over"
+                else "no earlier checkpoint is kept: --overwrite_output_dir true starts over"
             )
             raise SetupError(
                 f"checkpoint {latest} cannot be loaded ({type(exc).__name__}: "
@@ -527,9 +693,12 @@ def start_or_resume(run: Run) -> dict:
                 if json.loads(ln)["step"] <= state["step"]
             ]
             run.log_path.write_text("".join(ln + "\n" for ln in lines))
-    elif accelerator.is_main_process:
-        run.log_path.write_text("")
-        (output_dir / "samples.jsonl").write_text("")
+    else:
+        if cfg.resume:
+            run.log(f"no checkpoint in {output_dir / 'checkpoints'}; starting at step 0")
+        if accelerator.is_main_process:
+            run.log_path.write_text("")
+            (output_dir / "samples.jsonl").write_text("")
     if accelerator.is_main_process:
         (output_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     on_cpu = accelerator.device.type == "cpu"
@@ -549,6 +718,12 @@ def start_or_resume(run: Run) -> dict:
         run.log(f"step 0: {', '.join(f'{k} {v:.3f}' for k, v in record.items() if k != 'step')}")
         run.append("train_log.jsonl", record)
     return state
+
+
+def _first_mismatch(exc: Exception) -> str:
+    """The first "size mismatch for NAME: ..." line of a state-dict load error."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln]
+    return (lines[0] if lines else str(exc).splitlines()[0])[:300]
 
 
 def policy_gradient(run: Run, sessions, adv: list[float], step: int):
