@@ -8,10 +8,10 @@ import pytest
 from .conftest import ROOT
 
 OURS = {
-    "interrupt_bench", "local_models", "lm_eval_tasks", "training", "dataset_builder",
-    "hub_cards", "commands",
+    "interrupt_bench", "local_models", "lm_eval_tasks", "inspect_tasks", "training",
+    "dataset_builder", "hub_cards", "commands",
 }  # fmt: skip
-FRONT_END_LIBRARIES = {"lm_eval", "peft", "accelerate"}
+FRONT_END_LIBRARIES = {"lm_eval", "inspect_ai", "peft", "accelerate"}
 
 # package -> what it must never import (ours and third-party)
 FORBIDDEN = {
@@ -19,13 +19,18 @@ FORBIDDEN = {
     | FRONT_END_LIBRARIES
     | {"torch", "transformers"},
     "hub_cards": OURS - {"interrupt_bench", "hub_cards"} | FRONT_END_LIBRARIES,
-    "dataset_builder": {"local_models", "lm_eval_tasks", "training", "commands", "torch"}
+    "dataset_builder": {"local_models", "lm_eval_tasks", "inspect_tasks", "training", "commands",
+                        "torch"}
     | FRONT_END_LIBRARIES,
-    "local_models": {"lm_eval_tasks", "training", "dataset_builder", "commands"}
+    "local_models": {"lm_eval_tasks", "inspect_tasks", "training", "dataset_builder", "commands"}
     | FRONT_END_LIBRARIES,
-    "lm_eval_tasks": {"training", "dataset_builder", "commands", "peft", "accelerate"},
-    "training": {"lm_eval_tasks", "dataset_builder", "commands", "lm_eval"},
-}
+    "lm_eval_tasks": {"inspect_tasks", "training", "dataset_builder", "commands", "inspect_ai",
+                      "peft", "accelerate"},
+    "inspect_tasks": {"lm_eval_tasks", "training", "dataset_builder", "hub_cards", "commands",
+                      "lm_eval", "peft", "accelerate"},
+    "training": {"lm_eval_tasks", "inspect_tasks", "dataset_builder", "commands", "lm_eval",
+                 "inspect_ai"},
+}  # fmt: skip
 
 
 def imported_packages(package: str) -> dict[str, set[str]]:
@@ -94,6 +99,7 @@ def test_the_wheel_ships_templates_task_yamls_and_cards(tmp_path):
             for p in (ROOT / "interrupt_bench/templates").iterdir()
         ),
         *(f"hub_cards/{p.name}" for p in (ROOT / "hub_cards").glob("*.j2")),
+        "inspect_tasks/eval.yaml",
         *(
             f"lm_eval_tasks/interrupt_bench/{p.name}"
             for p in (ROOT / "lm_eval_tasks/interrupt_bench").iterdir()
