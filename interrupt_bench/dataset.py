@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from interrupt_bench.config import CONFIGS, EpisodeConfig
+from interrupt_bench.config import CONFIGS, SPLITS, EpisodeConfig
 from interrupt_bench.episodes import Episode, check_budgets
 from interrupt_bench.errors import ConfigError, DatasetError
 from interrupt_bench.schema import episode_features
@@ -119,25 +119,41 @@ def read_card_configs(directory: Path, fix: str) -> list[str]:
     return [str(e.get("config_name")) for e in entries if isinstance(e, dict)]
 
 
+def rebuild_command(directory: Path, info: Mapping[str, Any], config: str) -> str:
+    """The build command that writes ``config`` of ``directory`` again, row for row (same
+    seed, same split sizes) and with it the card of the whole directory."""
+    counts = (info.get("configs", {}).get(config) or {}).get("counts") or {}
+    sizes = " ".join(f"--split {s} --num-{s} {counts[s]}" for s in SPLITS if s in counts)
+    return (
+        f"`python -m dataset_builder build --out {directory} --seed {info.get('seed')} "
+        f"--config {config}{' ' + sizes if sizes else ''}`"
+    )
+
+
 def check_builder_directory(directory: Path, config: str) -> dict[str, Any]:
     """Refuse a local directory the builder did not write, or whose card or build record
     was broken by hand, before ``datasets`` reads it; return its build record."""
     missing = [name for name in (CARD, BUILD_INFO) if not (directory / name).is_file()]
     if len(missing) == 2 and not any(directory.glob("*/*.parquet")):
         raise DatasetError(f"{directory} holds no interrupt-bench dataset; {BUILD_HINT}")
+    if missing == [CARD]:  # the builder's directory, its card removed: rewrite the card
+        info = read_build_info(directory) or {}
+        raise DatasetError(
+            f"{directory} has no dataset card {CARD}, and without its `configs:` block every "
+            "config's files load as one; rebuilding a config there rewrites the card: "
+            f"{rebuild_command(directory, info, config)}"
+        )
     if missing:
         raise DatasetError(
             f"{directory} was not written by the dataset builder (it has no "
-            f"{' and no '.join(missing)}), and without them its configs cannot be told apart; "
-            "build a fresh one with `python -m dataset_builder build --out NEW_DIR` and pass "
-            "that directory"
+            f"{' and no '.join(missing)}), and without the builder's record its configs "
+            "cannot be told apart; build a fresh one with `python -m dataset_builder build "
+            "--out NEW_DIR` and pass that directory"
         )
     info = read_build_info(directory)
     assert info is not None
-    rebuild = (
-        f"rebuilding a config there rewrites the card for the whole directory: "
-        f"`python -m dataset_builder build --out {directory} --seed {info['seed']} "
-        f"--config {config if config in info['configs'] else 'NAME'}`"
+    rebuild = "rebuilding a config there rewrites the card for the whole directory: " + (
+        rebuild_command(directory, info, config if config in info["configs"] else "NAME")
     )
     listed = read_card_configs(directory, rebuild)
     if config not in listed:

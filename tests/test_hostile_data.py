@@ -186,9 +186,16 @@ def test_directory_without_card_is_refused_not_mixed(small_dataset, tmp_path):
     20 here); the loader refuses the directory instead, naming what is missing."""
     copy = _copy(small_dataset, tmp_path)
     (copy / "README.md").unlink()
-    with pytest.raises(DatasetError, match=r"not written by the dataset builder \(it has no "
-                       r"README\.md\).*dataset_builder build --out NEW_DIR"):  # fmt: skip
+    fix = (
+        f"`python -m dataset_builder build --out {copy} --seed 1234 --config default --split "
+        "train --num-train 30 --split validation --num-validation 10 --split test --num-test 20`"
+    )
+    with pytest.raises(DatasetError, match=r"has no dataset card README\.md.*load as one") as err:
         load_episodes(copy, "default", "test")
+    assert str(err.value).endswith(fix)
+    proc = _cli("-m", "dataset_builder", *fix.strip("`").split()[3:], "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert len(load_episodes(copy, "default", "test")) == 20
 
 
 def test_foreign_directory_is_refused_by_the_task_pack(small_dataset, tmp_path):
@@ -366,7 +373,7 @@ def test_lm_eval_names_a_dataset_the_builder_did_not_write(small_dataset, tmp_pa
     assert "Traceback" not in proc.stderr
     assert _last_line(proc) == (
         f"interrupt_bench: {foreign} was not written by the dataset builder (it has no "
-        "README.md and no build_info.json), and without them its configs cannot be told "
-        "apart; build a fresh one with `python -m dataset_builder build --out NEW_DIR` and "
-        "pass that directory"
+        "README.md and no build_info.json), and without the builder's record its configs "
+        "cannot be told apart; build a fresh one with `python -m dataset_builder build --out "
+        "NEW_DIR` and pass that directory"
     )
