@@ -157,6 +157,28 @@ def parse_model(text: str) -> ModelSpec:
     from local_models.hardware import best_dtype
     from local_models.registry import MODELS, has_chat_template, model_path
 
+    args, shots, chat, placement = check_model_text(text)
+    given = args["pretrained"]
+    if given in MODELS or Path(given).is_dir():  # absolute: one model, one row identity
+        args["pretrained"] = os.path.abspath(model_path(given))
+    if "peft" in args and Path(args["peft"]).is_dir():
+        args["peft"] = os.path.abspath(args["peft"])
+    args.setdefault("dtype", best_dtype())
+    chat_ok = has_chat_template(args["pretrained"]) if chat is None else chat
+    name = Path(args.get("peft") or given).name + (" + LoRA" if "peft" in args else "")
+    return ModelSpec(
+        model_args=",".join(f"{k}={v}" for k, v in args.items()),
+        name=name,
+        num_fewshot=shots,
+        chat=chat_ok,
+        placement=placement,
+    )
+
+
+def check_model_text(text: str) -> tuple[dict[str, str], int | None, bool | None, str | None]:
+    """``--model``'s text checked without loading anything: lm-eval's model args (each key
+    once, a known dtype), and our own keys as values (shots, chat, placement; None where
+    not given)."""
     args = _split_model_args(text)
     ours = {k: args.pop(k) for k in OUR_KEYS if k in args}
     shots = _fewshot(text, ours.get("num_fewshot"))
@@ -172,21 +194,7 @@ def parse_model(text: str) -> ModelSpec:
         raise UsageError(
             f"--model {text!r}: dtype={args['dtype']} is not one of {', '.join(DTYPES)}"
         )
-    given = args["pretrained"]
-    if given in MODELS or Path(given).is_dir():  # absolute: one model, one row identity
-        args["pretrained"] = os.path.abspath(model_path(given))
-    if "peft" in args and Path(args["peft"]).is_dir():
-        args["peft"] = os.path.abspath(args["peft"])
-    args.setdefault("dtype", best_dtype())
-    chat_ok = has_chat_template(args["pretrained"]) if chat is None else BOOLEANS[chat.lower()]
-    name = Path(args.get("peft") or given).name + (" + LoRA" if "peft" in args else "")
-    return ModelSpec(
-        model_args=",".join(f"{k}={v}" for k, v in args.items()),
-        name=name,
-        num_fewshot=shots,
-        chat=chat_ok,
-        placement=placement,
-    )
+    return args, shots, None if chat is None else BOOLEANS[chat.lower()], placement
 
 
 def _split_model_args(text: str) -> dict[str, str]:
@@ -246,7 +254,8 @@ def check_reachable(text: str) -> None:
         cached = huggingface_hub.try_to_load_from_cache(
             value, "adapter_config.json" if key == "peft" else "config.json"
         )
-        if constants.HF_HUB_OFFLINE and not isinstance(cached, str):
+        offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "on", "true", "yes")
+        if (offline or constants.HF_HUB_OFFLINE) and not isinstance(cached, str):
             raise UsageError(
                 f"{key}={value}: not a {what} directory here, nor a Hub {what} in the "
                 "local cache, and HF_HUB_OFFLINE is set; pass a directory, or "
@@ -558,8 +567,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"{args.what} takes one --model, got {len(args.model)}; compare several with table2"
         )
-    for text in args.model:
-        check_reachable(text)
+    for text in args.model:  # every --model's text first, then what it names
+        check_model_text(text)
     if args.what == "fewshot":
         fixed = sorted(set(_split_model_args(args.model[0])) & {"num_fewshot", "placement"})
         if fixed:
@@ -567,6 +576,9 @@ def _run(args: argparse.Namespace) -> int:
                 f"fewshot sets {' and '.join(fixed)} itself (0-3 shots, both "
                 f"placements); drop it from --model {args.model[0]!r}"
             )
+    for text in args.model:
+        check_reachable(text)
+    if args.what == "fewshot":
         specs = fewshot_specs(args.model[0])
     else:
         specs = [parse_model(m) for m in args.model]
