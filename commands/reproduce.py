@@ -11,7 +11,10 @@ Table 1: one model over a tier's config grid (tasks × budget interval); Table 2
 models on a tier's main config; both through the paired controls, so every row carries its
 cost of interruption with a paired stderr. Figure 1: the curves of a training run. Each writes a
 markdown table (numbers exactly as lm-eval reported them, with stderr), the raw results
-as JSON, and a PNG, under ``--out``."""
+as JSON, and a PNG, under ``--out``. ``--resume`` keeps a saved row only when everything
+that defines it matches: the model args (dtype and adapter path included), a stamp of the
+weights' files, shots, chat, placement, the task, the dataset's build record and the limit.
+Bad arguments are refused in one line before the dataset build or any model load."""
 
 from __future__ import annotations
 
