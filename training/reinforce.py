@@ -522,7 +522,6 @@ def check_output_dir(cfg: TrainConfig, output_dir: Path) -> None:
     (rotation would delete its own checkpoints, --resume would continue the other run),
     unless ``overwrite_output_dir`` clears that run first; a resume whose model, LoRA
     shape or data differ from the run it continues is refused, naming the fields."""
-    found = previous_run(output_dir)
     if cfg.overwrite_output_dir:
         for name in RUN_OUTPUTS:
             path = output_dir / name
@@ -531,6 +530,7 @@ def check_output_dir(cfg: TrainConfig, output_dir: Path) -> None:
             elif path.exists():
                 path.unlink()
         return
+    found = previous_run(output_dir)
     if found and not cfg.resume:
         raise SetupError(
             f"output_dir {output_dir} holds another training run ({', '.join(found)}); pass "
