@@ -75,8 +75,9 @@ def turn_result(model: Model, output: ModelOutput, budget: int, stops: Sequence[
     the call generated fewer tokens than the budget (``hf`` counts the longest of its
     batch), else the kept text's length in the model's tokens against the budget, as
     lm-eval's ``generate_until`` path decides; None (scored as cut) when neither is
-    known. A turn ended by EOS exactly at its budget, or one of special tokens only,
-    reads as not cut here while the session engine (which sees the ids) says cut."""
+    known. A turn whose text re-encodes to fewer tokens than were generated (or that
+    generated special tokens only) reads as not cut here, where the session engine,
+    which sees the ids, says cut."""
     text, stopped = kept_text(output.completion, stops)
     n = count_tokens(model, text)
     if stopped:

@@ -351,3 +351,57 @@ def test_the_entry_point_names_the_namespace():
     assert {registry_info(t).name for t in TASKS.values()} == {
         f"interrupt_bench/{name}" for name in task_table()
     }
+
+
+# ---------------------------------------------------------------------------------------
+# One number, two harnesses
+
+
+def _lm_eval_sessions(out: Path) -> dict[str, dict]:
+    """Episode id -> the interrupted session lm-eval logged (``--log_samples``, strict)."""
+    (path,) = out.rglob("samples_interrupt_bench_*.jsonl")
+    sessions = {}
+    for line in path.read_text().splitlines():
+        sample = json.loads(line)
+        if sample["filter"] == "strict":
+            (session,) = json.loads(sample["resps"][0][0])["sessions"]
+            sessions[session["episode_id"]] = session
+    return sessions
+
+
+@pytest.mark.real_model
+def test_smollm2_scores_the_same_through_inspect_and_lm_eval(small_dataset, tmp_path):
+    """SmolLM2-135M-Instruct, greedy, float32, one demonstration, the same episodes:
+    Inspect's ``hf`` provider and lm-eval's ``hf`` path (the session engine) generate the
+    same turns, so every episode scores the same in both harnesses."""
+    from local_models import registry as models
+
+    from .test_lm_eval_cli import run_lm_eval
+
+    name, n = "smollm2-135m-instruct", 4
+    if not models.is_cached(name):
+        pytest.skip(f"{name} is not cached: interrupt-bench-models fetch {name}")
+    path = models.model_path(name)
+    proc = run_lm_eval(
+        "--model", "hf", "--model_args", f"pretrained={path},dtype=float32", "--device", "cpu",
+        "--tasks", "interrupt_bench", "--apply_chat_template", "--limit", str(n),
+        "--metadata", json.dumps({"dataset_path": str(small_dataset)}), "--batch_size", str(n),
+        "--log_samples", "--output_path", str(tmp_path / "lm_eval"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    theirs = _lm_eval_sessions(tmp_path / "lm_eval")
+    logs = tmp_path / "logs"
+    proc = inspect_eval(
+        "interrupt_bench/interrupt_bench", "--model", f"hf/{path}", "-M", "do_sample=false",
+        "-M", "dtype=float32", "-M", "device=cpu", "-T", f"dataset_path={small_dataset}",
+        "--limit", str(n), "--log-dir", str(logs),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = read_log(logs)
+    assert len(log.samples) == len(theirs) == n
+    for sample in log.samples:
+        (ours,) = sample.store[STORE_KEY]
+        other = theirs[sample.id]
+        assert ours["outputs"] == other["outputs"], sample.id
+        got = sample.scores[SCORER].value
+        assert all(same(got[k], other["metrics"][k]) for k in other["metrics"]), sample.id
