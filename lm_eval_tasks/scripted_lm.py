@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+import lm_eval.models  # noqa: F401  (lm-eval's own models join the registry first)
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 

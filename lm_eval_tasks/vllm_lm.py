@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import lm_eval.models  # noqa: F401  (lm-eval's own models join the registry first)
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 

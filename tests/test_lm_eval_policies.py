@@ -278,3 +278,19 @@ def test_out_of_interval_budget_is_named_before_any_model_call(tmp_path):
     with pytest.raises(DatasetError, match=r"default-test-00001.*budget above 8192"):
         _evaluate(lm, dataset, ["interrupt_bench"])
     assert lm.calls == []
+
+
+def test_registering_our_models_keeps_lm_evals_own():
+    """Importing a module that registers a model before anything imported
+    ``lm_eval.models`` must leave lm-eval's models (``hf``) in its registry."""
+    import subprocess
+    import sys
+
+    code = (
+        "import lm_eval_tasks.scripted_lm\n"
+        "from lm_eval.api.registry import get_model\n"
+        "print(get_model('hf').__name__, get_model('interrupt-bench-policy').__name__)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["HFLM", "PolicyLM"]

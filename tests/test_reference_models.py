@@ -182,7 +182,7 @@ def test_main_job_on_a_miniature(mini, tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1200,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "accuracy" in proc.stdout and "reattempts" in proc.stdout  # lm-eval's table

@@ -57,7 +57,7 @@ def _args(model, dataset, out, *extra):
     ]
 
 
-def _run(cmd, timeout=600, env=None):
+def _run(cmd, timeout=1200, env=None):
     """Run a training command in its own process group; a run that hangs is killed whole
     (launcher and workers) and fails with the end of its output, which holds every
     thread's stack (INTERRUPT_BENCH_TRACEBACK_AFTER) when it hung."""
