@@ -1,4 +1,8 @@
 import os
+import socket
+import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -14,6 +18,26 @@ from interrupt_bench.config import get_config
 SMALL = {"train": 30, "validation": 10, "test": 20}
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_CONFIGS = ("default", "tasks2_budget0to50", "tasks10_budget50to200", "easy")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now, for a test's server."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_serving(url: str, proc: subprocess.Popen, seconds: float) -> bool:
+    """True once ``url`` answers; False when ``proc`` exits or ``seconds`` pass first."""
+    deadline = time.time() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return True
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                return False
+            time.sleep(0.2)
 
 
 @pytest.fixture(autouse=True)

@@ -10,11 +10,8 @@ import json
 import math
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pyarrow as pa
@@ -31,7 +28,7 @@ from interrupt_bench.scoring import lm_eval_metrics
 from interrupt_bench.session import user_message
 from lm_eval_tasks import TASKS_DIR
 
-from .conftest import ROOT
+from .conftest import ROOT, free_port, wait_until_serving
 
 pytest.importorskip("inspect_ai")
 
@@ -148,28 +145,15 @@ def test_inspect_eval_on_the_tiny_model(tiny_model, small_dataset, tmp_path):
 # The scripted OpenAI-compatible server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def scripted_server(tmp_path, request):
     """``tests/scripted_openai.py`` on 127.0.0.1; ``request.param``: its --die-after."""
-    port, log = _free_port(), tmp_path / "server.jsonl"
+    port, log = free_port(), tmp_path / "server.jsonl"
     die_after = getattr(request, "param", 0)
     cmd = [sys.executable, "-m", "tests.scripted_openai", "--port", str(port), "--log", str(log),
            "--die-after", str(die_after)]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT)
-    deadline = time.time() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
-            break
-        except OSError:
-            assert proc.poll() is None and time.time() < deadline, "the server did not start"
-            time.sleep(0.2)
+    assert wait_until_serving(f"http://127.0.0.1:{port}/", proc, 30), "the server did not start"
     env = {"SCRIPTED_API_KEY": "none", "SCRIPTED_BASE_URL": f"http://127.0.0.1:{port}/v1"}
     yield proc, env, log
     if proc.poll() is None:

@@ -4,31 +4,24 @@ the tiny model on 127.0.0.1; and a server that dies mid-run fails loudly."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from lm_eval_tasks import include_path
 
+from .conftest import free_port, wait_until_serving
 from .test_lm_eval_cli import run_lm_eval
 
 SERVE = Path(sys.executable).with_name("transformers")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(tiny_model, tmp_path):
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115  (the server writes to it until teardown)
     proc = subprocess.Popen(
         [str(SERVE), "serve", str(tiny_model), "--host", "127.0.0.1", "--port", str(port)],
@@ -37,15 +30,8 @@ def server(tiny_model, tmp_path):
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
         start_new_session=True,
     )
-    deadline = time.time() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError((tmp_path / "serve.log").read_text()[-2000:]) from None
-            time.sleep(0.5)
+    if not wait_until_serving(f"http://127.0.0.1:{port}/health", proc, 120):
+        raise RuntimeError((tmp_path / "serve.log").read_text()[-2000:])
     yield proc, port, tmp_path / "serve.log"
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
