@@ -25,7 +25,8 @@ from inspect_tasks.dataset import InputError, episode_dataset
 from inspect_tasks.scorer import interrupt_bench_scorer, task_metrics
 from inspect_tasks.solver import interrupt_session
 from interrupt_bench.config import EASY_GRID_TASKS, GRID_INTERVALS, GRID_TASKS, grid_config_name
-from interrupt_bench.controls import CONDITIONS, CONTROL_BUDGET, PAIRED
+from interrupt_bench.controls import CONDITIONS, CONTROL_BUDGET, PAIRED, check_budget_cap
+from interrupt_bench.errors import ConfigError
 
 DEFAULT_SHOTS = 1  # the lm-eval task's num_fewshot (one oracle demonstration session)
 VERSION = "3.0"  # the lm-eval task's version: the same outputs score the same
@@ -52,9 +53,14 @@ def interrupt_bench_task(
         )
     if filter not in FILTERS:
         raise InputError(f"interrupt_bench: unknown -T filter={filter!r}; use strict or flexible")
-    for name, value in (("num_fewshot", num_fewshot), ("budget_cap", budget_cap)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise InputError(f"interrupt_bench: -T {name}={value!r}; use a whole number >= 0")
+    if not isinstance(num_fewshot, int) or isinstance(num_fewshot, bool) or num_fewshot < 0:
+        raise InputError(
+            f"interrupt_bench: -T num_fewshot={num_fewshot!r}; use a whole number >= 0"
+        )
+    try:
+        budget_cap = check_budget_cap(budget_cap, "-T budget_cap")
+    except ConfigError as err:
+        raise InputError(f"interrupt_bench: {err}") from None
     dataset = episode_dataset(dataset_path, config, split)
     return Task(
         dataset=dataset,

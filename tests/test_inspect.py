@@ -257,15 +257,22 @@ def test_corrupt_row_is_one_line_and_no_log(scripted_server, small_dataset, tmp_
     assert not list(logs.glob("*.eval")) and not served(server_log)
 
 
-def test_unknown_condition_is_one_line(scripted_server, small_dataset, tmp_path):
+@pytest.mark.parametrize(
+    ("param", "line"),
+    [
+        ("condition=nocuts", "interrupt_bench: unknown -T condition='nocuts'; use one of"),
+        ("budget_cap=0", "interrupt_bench: -T budget_cap is 0; the controls raise every budget"),
+    ],
+)
+def test_bad_task_parameter_is_one_line(scripted_server, small_dataset, tmp_path, param, line):
     _, env, _ = scripted_server
     proc = inspect_eval(
         "interrupt_bench/interrupt_bench", "--model", "openai-api/scripted/echo",
-        "-T", f"dataset_path={small_dataset}", "-T", "condition=nocuts",
+        "-T", f"dataset_path={small_dataset}", "-T", param,
         "--log-dir", str(tmp_path / "logs"), env=env,
     )  # fmt: skip
     assert proc.returncode == 1
-    assert _one_line(proc).startswith("interrupt_bench: unknown -T condition='nocuts'; use one of")
+    assert _one_line(proc).startswith(line), _one_line(proc)
 
 
 @pytest.mark.parametrize("scripted_server", [5], indirect=True)
