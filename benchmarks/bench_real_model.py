@@ -124,7 +124,7 @@ def sessions(lm, args):
     episodes, settings = [], []
     for inst in task.instances:
         row, st = inst.args
-        for ep in sessions_for(Episode.from_row(json.loads(row)), "interrupted", 0):
+        for ep in sessions_for(Episode.from_row(json.loads(row)), "interrupted"):
             episodes.append(ep)
             settings.append(st)
     return episodes, settings
