@@ -120,7 +120,7 @@ def _github_anchor(heading: str) -> str:
 
 
 def test_relative_links_in_the_docs_resolve():
-    """Every relative link of the README, the task README and docs/*.md names a file
+    """Every relative link of the READMEs, ARCHITECTURE, RESULTS and docs/*.md names a file
     that exists, and an ``#anchor`` names a heading of that file."""
     import re
 
