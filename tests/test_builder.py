@@ -89,7 +89,7 @@ def _card_header(out: Path) -> dict:
 
 
 def test_partial_rebuild_keeps_what_it_did_not_rebuild(tmp_path):
-    """The README's own example: rebuilding one config's test split into a full build."""
+    """docs/dataset.md's own example: rebuilding one config's test split into a full build."""
     out = tmp_path / "ds"
     three = {"train": 3, "validation": 3, "test": 3}
     configs = [get_config("default"), get_config("tasks2_budget0to50")]

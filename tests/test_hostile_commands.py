@@ -1,4 +1,4 @@
-"""The user-facing commands under hostile but realistic use (issue 26, items 11 and 14):
+"""The user-facing commands under hostile but realistic use:
 ``interrupt-bench-reproduce`` keys every row by what defines it, so ``--resume`` never
 shows a row computed under other settings and no two rows overwrite each other; both
 commands refuse bad arguments with one line before the dataset build or any model load."""
@@ -19,7 +19,7 @@ from interrupt_bench.config import get_config
 
 from .conftest import ROOT
 
-# --- item 11: rows keyed by everything that defines them ------------------------------
+# --- rows keyed by everything that defines them -------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_a_rebuilt_dataset_or_a_retrained_adapter_is_a_new_row(
     assert again.identity()["weights"]["peft"] != stamp
 
 
-# --- item 14: one clear line before any build or model load ---------------------------
+# --- one clear line before any build or model load ----------------------------------
 
 
 def _one_line(capsys, code: int, message: str) -> str:

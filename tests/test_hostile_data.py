@@ -1,6 +1,6 @@
-"""Data that used to load and change the scores without a word, and writers that raced
-(issue 26, items 3, 5, 7, 8 and the data half of 14): each is now refused where it
-enters, in one line that names the row or file and the fix, or made to take turns."""
+"""Data that would load and change the scores without a word, and writers that would
+race: each is refused where it enters, in one line that names the row or file and the
+fix, or made to take turns."""
 
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ class Background:
         return code, out, "".join(self.seen)
 
 
-# -- item 3: two writers of one directory take turns --------------------------------------
+# -- two writers of one directory take turns ---------------------------------------------
 def test_second_build_into_one_out_waits_then_keeps_both(tmp_path):
     """A build into an --out another build holds says it waits, writes nothing until the
     first is done, then merges into what the first wrote (the first's config survives)."""
@@ -125,7 +125,7 @@ def test_second_build_into_one_out_waits_then_keeps_both(tmp_path):
 
 
 def test_two_builds_at_once_both_land(tmp_path):
-    """The probe of the issue: two builds of different configs into one --out at once."""
+    """Two builds of different configs into one --out at once both land."""
     out = tmp_path / "X"
     args = ("-m", "dataset_builder", "build", "--out", str(out), "--split", "test", "--quiet")
     first = Background(*args, "--config", "tasks2_budget0to50", "--num-test", "11")
@@ -163,7 +163,8 @@ def test_second_model_fetch_waits_and_reuses_the_first(tmp_path):
 
 def test_reference_model_build_waits_for_the_one_in_progress(mini, tmp_path):
     """Two processes asking for one uncached reference model: the second waits and uses
-    the first's build; it never trains into the directory (once a fixed ``.partial``)."""
+    the first's build; it never trains into the directory (a fixed ``.partial`` name
+    would be shared by both)."""
     from local_models.reference import cached_model_path
 
     cache = tmp_path / "cache"
@@ -180,7 +181,7 @@ def test_reference_model_build_waits_for_the_one_in_progress(mini, tmp_path):
     assert not list(path.parent.glob(".*partial*"))
 
 
-# -- item 5: a directory the builder did not write ---------------------------------------
+# -- a directory the builder did not write ----------------------------------------------
 def test_directory_without_card_is_refused_not_mixed(small_dataset, tmp_path):
     """Without README.md, ``datasets`` loads every config's test rows as one (80 rows for
     20 here); the loader refuses the directory instead, naming what is missing."""
@@ -221,7 +222,7 @@ def test_row_of_another_config_is_refused(small_dataset, tmp_path):
         load_episodes(copy, "default", "test")
 
 
-# -- item 8: values that change scores ---------------------------------------------------
+# -- values that change scores ----------------------------------------------------------
 def _row(**task_changes):
     row = generate_episode(get_config("default"), "test", 3).to_row()
     row["tasks"][1].update(task_changes)
@@ -291,10 +292,10 @@ def test_duplicate_episode_ids_are_refused():
         check_rows([*rows, rows[1]], "DIR", "default", "test")
 
 
-# -- item 7: --cache_requests after a rebuild ---------------------------------------------
+# -- --cache_requests after a rebuild ----------------------------------------------------
 def test_request_cache_does_not_replay_the_episodes_of_an_earlier_build(tmp_path, monkeypatch):
     """lm-eval's request cache is named after the task, not the data: after a rebuild
-    with another seed, the second run evaluated the old episodes under the new docs."""
+    with another seed, a second run must not evaluate the old episodes under the new docs."""
     import lm_eval.caching.cache as lm_cache
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
@@ -324,7 +325,7 @@ def test_request_cache_does_not_replay_the_episodes_of_an_earlier_build(tmp_path
     assert {s["doc"]["seed"] for s in first}.isdisjoint({s["doc"]["seed"] for s in second})
 
 
-# -- item 14: broken card, hand-edited build record ---------------------------------------
+# -- broken card, hand-edited build record -----------------------------------------------
 def test_broken_yaml_in_the_card_is_one_line(small_dataset, tmp_path):
     copy = _copy(small_dataset, tmp_path)
     card = copy / "README.md"

@@ -1,8 +1,8 @@
-"""The second hostile round on the lm-eval front end (issue 26, items 4, 6, 9, 10, 12):
-settings that were silently misread (a string ``until``, a zero ``budget_cap``,
-``do_sample=True,temperature=0``), values that ended in a raw traceback, a cache shared
-between models, and ``--predict_only``. The CLI items run the real ``lm_eval`` CLI on
-the tiny model; every refusal is one line on stderr, before any turn is generated."""
+"""The lm-eval front end under hostile settings: settings that could be silently misread
+(a string ``until``, a zero ``budget_cap``, ``do_sample=True,temperature=0``), values
+that would end in a raw traceback, a cache shared between models, and ``--predict_only``.
+The CLI tests run the real ``lm_eval`` CLI on the tiny model; every refusal is one line on
+stderr, before any turn is generated."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def logged_sessions(out: Path) -> list[dict]:
     ]
 
 
-# -- item 4: a string `until` ---------------------------------------------------------------
+# -- a string `until` ----------------------------------------------------------------------
 
 
 def test_a_string_until_is_one_stop_string():
@@ -89,7 +89,7 @@ def test_gen_kwargs_until_string_through_the_cli(tiny_model, small_dataset, tmp_
     assert not any("User:" in o for o in outputs)
 
 
-# -- item 6: --use_cache keyed on the model -------------------------------------------------
+# -- --use_cache keyed on the model --------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +153,7 @@ def test_use_cache_never_hands_one_models_turns_to_another(
         assert forward_passes(variants[name]) > 0, f"{name} was served the base model's turns"
 
 
-# -- item 9: budget_cap ---------------------------------------------------------------------
+# -- budget_cap ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("cap", [0, -5, True, "abc", None, 1.5, 10_000])
@@ -177,7 +177,7 @@ def test_budget_cap_text_through_the_cli_is_one_line(tiny_model, small_dataset):
     assert_one_line_refusal(proc, 'metadata budget_cap is "abc"', "from 1 to 8192")
 
 
-# -- item 10: sampling settings -------------------------------------------------------------
+# -- sampling settings ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -227,7 +227,7 @@ def test_sampling_settings_through_the_cli_are_one_line(
     assert_one_line_refusal(proc, named)
 
 
-# -- item 12: --predict_only ----------------------------------------------------------------
+# -- --predict_only ------------------------------------------------------------------------
 
 
 def test_predict_only_writes_the_transcripts_and_no_scores(tiny_model, small_dataset, tmp_path):

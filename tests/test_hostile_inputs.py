@@ -1,5 +1,5 @@
-"""Values that used to pass validation and fail later, deep in torch or the model (issue
-14, items 6-10): each is now refused where it enters, naming the field or row."""
+"""Values that would pass a shallow check and fail later, deep in torch or the model:
+each is refused where it enters, naming the field or row."""
 
 from __future__ import annotations
 

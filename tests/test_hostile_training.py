@@ -1,6 +1,6 @@
-"""Training runs that raced or mixed into one another's ``--output_dir`` (issue 26, items
-1, 2, 13 and 15): a fresh run into a used directory, a resume with another run's shape,
-two runs at once and a SIGTERM each end in one line that names what happened and the fix.
+"""Training runs that race or mix into one another's ``--output_dir``: a fresh run into a
+used directory, a resume with another run's shape, two runs at once and a SIGTERM each
+end in one line that names what happened and the fix.
 
 Every run here is the real ``training/reinforce.py`` on the tiny model, one or two steps of
 two episodes; the SIGTERM test goes through the real ``accelerate launch -q``."""
@@ -87,7 +87,7 @@ def test_overwrite_output_dir_starts_a_new_run_without_the_old_ones_files(
 def test_resume_with_another_run_shape_names_the_changed_fields(
     tiny_model, small_dataset, used_dir
 ):
-    """Item 13: a changed --lora_r is a changed config, not a corrupt checkpoint."""
+    """A changed --lora_r is a changed config, not a corrupt checkpoint."""
     before = _snapshot(used_dir)
     proc = _train(
         tiny_model, small_dataset, used_dir, "--max_steps", "3", "--resume", "true",
@@ -157,7 +157,7 @@ def test_a_second_run_into_a_busy_output_dir_is_refused_naming_the_holder(
 def test_sigterm_during_training_says_what_was_kept_and_how_to_resume(
     tiny_model, small_dataset, tmp_path
 ):
-    """Item 15, through `accelerate launch -q --cpu` (which passes SIGTERM to its worker)."""
+    """SIGTERM through `accelerate launch -q --cpu` (which passes it to its worker)."""
     out = tmp_path / "term"
     accelerate = str(Path(sys.executable).parent / "accelerate")
     cmd = [accelerate, "launch", "-q", "--cpu", SCRIPT,

@@ -108,3 +108,39 @@ def test_the_wheel_ships_templates_task_yamls_and_cards(tmp_path):
     ]
     missing = sorted(set(shipped) - names)
     assert not missing, f"not in the wheel: {missing}"
+
+
+def _github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a markdown heading: lower case, punctuation dropped
+    (hyphens and underscores kept), spaces as hyphens."""
+    import re
+
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower().replace("`", ""))
+    return text.replace(" ", "-")
+
+
+def test_relative_links_in_the_docs_resolve():
+    """Every relative link of the READMEs, ARCHITECTURE, RESULTS and docs/*.md names a file
+    that exists, and an ``#anchor`` names a heading of that file."""
+    import re
+
+    pages = [
+        *(ROOT / name for name in ("README.md", "ARCHITECTURE.md", "RESULTS.md")),
+        ROOT / "lm_eval_tasks/interrupt_bench/README.md",
+        *sorted((ROOT / "docs").glob("*.md")),
+    ]
+    broken = []
+    for page in pages:
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue  # https:, mailto:
+            path, _, anchor = target.partition("#")
+            file = (page.parent / path).resolve() if path else page
+            if not file.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target} (no such file)")
+            elif anchor and file.suffix == ".md":
+                headings = re.findall(r"^#+ (.+)$", file.read_text(), flags=re.M)
+                if anchor not in {_github_anchor(h) for h in headings}:
+                    broken.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")
+    assert not broken, "broken links:\n" + "\n".join(broken)

@@ -256,8 +256,8 @@ def test_oracle_with_demonstrations_scores_as_without(small_dataset):
 
 
 def test_out_of_interval_budget_is_named_before_any_model_call(tmp_path):
-    """A row edited to a budget its config never draws used to reach the model and end
-    as SessionReplayError blaming it; now the task pack names the row first."""
+    """A row edited to a budget its config never draws is named by the task pack before
+    any model call, rather than reaching the model and ending as a SessionReplayError."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 

@@ -1,7 +1,7 @@
-"""interrupt-bench for lm-evaluation-harness: each episode is one document whose request
-(type ``interrupt_session``) replays the whole session turn by turn through the model's
-``generate_until``. Importing this module installs that hook on every lm-eval LM; the
-session loop, prompts and scorer all come from the ``interrupt_bench`` core package."""
+"""interrupt-bench for lm-evaluation-harness: one document per episode, whose request
+(``interrupt_session``, installed on every lm-eval LM by ``lm_eval_tasks/hook.py``) plays
+the session on the session engine (``hf``), the ``vllm.LLM`` (vLLM) or ``generate_until``
+(other backends). Session loop, prompts and scorer come from the ``interrupt_bench`` core."""
 
 from __future__ import annotations
 
