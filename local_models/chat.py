@@ -2,11 +2,15 @@
 ``User:``/``Assistant:`` text for models without one.
 
 This module is the one prompt renderer of the project. The lm-eval hook renders each
-turn's prompt with :func:`render`, training and the reference models build their token
-sequences from :func:`turn_deltas` / :func:`turn_delta_ids`, which call the same
-:func:`render` and encode the first prompt as lm-eval's ``hf`` model does
-(:func:`encode_prompt`), so the ids a policy is trained on are the ids it is evaluated
-on. ``tests/test_prompt_rendering.py`` checks that on both of the hook's paths."""
+turn's prompt with :func:`render`; training rollouts build their token sequences from
+:func:`turn_delta_ids`, which calls the same :func:`render` and encodes the first prompt
+as lm-eval's ``hf`` model does (:func:`encode_prompt`); the reference models' training
+data comes from :func:`turn_deltas`. So a policy is trained on the prompts it is
+evaluated with: the same text, and the same ids on every turn wherever the tokenizer
+re-encodes the model's own text to the ids it sampled (evaluation re-encodes each
+prompt whole, training keeps the sampled ids; Gemma 3 in plain mode merges
+``Assistant:`` and ``<answer`` into ``:<``). ``tests/test_prompt_rendering.py`` checks
+this on both of the hook's paths."""
 
 from __future__ import annotations
 
