@@ -28,6 +28,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,15 @@ def count_tokens(lm: Any, text: str) -> int | None:
         return len(tokenizer.encode(text))
 
 
+def counted_result(lm: Any, text: str, budget: int) -> TurnResult:
+    """A turn known only as text (from ``--use_cache``, or back from ``generate_until``):
+    its tokens counted in the evaluated model's tokenizer, and the budget taken to have
+    cut it when they reach the budget, since no finish reason says so (both None when
+    the model has no tokenizer)."""
+    n = count_tokens(lm, text)
+    return TurnResult(text, None if n is None else n >= budget, n)
+
+
 def truncate_tokens(lm: Any, text: str, budget: int) -> str:
     """``text`` cut to at most ``budget`` tokens of the evaluated model's tokenizer."""
     tokenizer = lm.tokenizer
@@ -121,18 +131,18 @@ TURN_BATCHING = ("auto", "exact", "shared")
 
 
 def turn_prompt(lm: Any, request: TurnRequest, settings: dict[str, Any]) -> str:
-    """The prompt of one turn as the model sees it: ``--system_instruction`` before the
-    system prompt, the demonstrations, then the session so far (``local_models.chat.
-    render``, the renderer training uses too)."""
-    messages = [dict(m) for m in request.messages]
-    instruction = settings.get("system_instruction")
-    if instruction and messages[0]["role"] == "system":
-        messages[0]["content"] = f"{instruction}\n\n{messages[0]['content']}"
-    shots, placement = settings.get("fewshot") or [], settings.get("fewshot_placement", "turns")
-    if not settings["chat"]:
-        return render(None, messages, shots, placement)
+    """The prompt of one turn as the model sees it, rendered by :func:`local_models.chat.
+    render`, the renderer training uses too: ``--system_instruction`` before the system
+    prompt, the demonstrations, then the session so far, through the model's chat
+    template (``lm.apply_chat_template``) or in plain mode."""
+    chat = settings["chat"]
+    template = partial(lm.apply_chat_template, add_generation_prompt=True) if chat else None
     return render(
-        lambda m: lm.apply_chat_template(m, add_generation_prompt=True), messages, shots, placement
+        template,
+        request.messages,
+        settings.get("fewshot") or [],
+        settings.get("fewshot_placement", "turns"),
+        settings.get("system_instruction"),
     )
 
 
@@ -340,8 +350,7 @@ class _Responder:
                 )
             if self._group(request) is not None:
                 text = truncate_tokens(self.lm, text, request.budget)
-            n = count_tokens(self.lm, text)
-            turn_results.append(TurnResult(text, None if n is None else n >= request.budget, n))
+            turn_results.append(counted_result(self.lm, text, request.budget))
         return turn_results
 
 
@@ -399,9 +408,8 @@ class _EngineSession:
             if key is None or key not in self.hook.dbdict:
                 stops = tuple(stop_strings(self.settings))
                 return Ask(self.lm.tok_encode(prompt), request.budget, stops)
-            text = self.hook.dbdict[key]  # cached: the cut is known only from re-encoding
-            n = count_tokens(self.lm, text)
-            self.run.record(TurnResult(text, None if n is None else n >= request.budget, n))
+            # cached: the cut is known only from re-encoding
+            self.run.record(counted_result(self.lm, self.hook.dbdict[key], request.budget))
         return None
 
 

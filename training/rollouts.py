@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from interrupt_bench.episodes import Episode
 from interrupt_bench.session import SessionRun, Transcript, TurnResult
-from local_models.chat import turn_deltas
+from local_models.chat import turn_delta_ids
 from local_models.engine import Ask, EngineStats, Generated, Sampling, SessionEngine
 
 
@@ -83,16 +83,12 @@ def sample_sessions(
     """Sample one session per episode on the session engine (all in one batch unless
     ``batch_size`` says otherwise), or on ``vllm`` (a ``training.vllm_policy.VllmPolicy``)
     with its current adapter, reproducibly from ``seed``, each after the demonstration
-    sessions ``shots`` (their prefix is computed once and shared)."""
+    sessions ``shots`` (their prefix is computed once and shared). The prompts are the
+    ids the lm-eval hook sends for the same turns (:func:`local_models.chat.
+    turn_delta_ids`)."""
     runs = [SessionRun(ep, i) for i, ep in enumerate(episodes)]
     drivers = [
-        RolloutSession(
-            run,
-            [
-                tokenizer.encode(d, add_special_tokens=False)
-                for d in turn_deltas(tokenizer, ep, chat, shots=shots)
-            ],
-        )
+        RolloutSession(run, turn_delta_ids(tokenizer, ep, chat, shots=shots))
         for run, ep in zip(runs, episodes)
     ]
     if vllm is not None:
