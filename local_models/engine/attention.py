@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .kv_cache import SharedPrefix, SlotCache
+from .kv_cache import KvBound, SharedPrefix, SlotCache
 
 ATTENTION = "interrupt_bench_session"
 
@@ -121,20 +121,21 @@ def plan_pass(
     prefixes: Sequence[SharedPrefix],
     *,
     seated_end: int,
-    max_bytes: float,
+    bound: KvBound,
     sliced: bool,
     window: int | None,
 ) -> Packed:
     """Pack ``feeds`` (in slot order) into one pass over ``cache``: grow the cache to hold
     them, mark their positions live, and build every mask the attention needs.
 
-    ``seated_end`` is the furthest end of any seated slot before the pass; ``sliced``
+    ``seated_end`` is the furthest end of any seated slot before the pass; ``bound`` the
+    KV bound the cache grows within; ``sliced``
     says the attention may read only the live extent of the buffers (float32 matmuls read
     a strided slice as fast as the whole buffer; bf16 ones ran ~8x slower on a slice on a
     Xeon with oneDNN, so they read the whole, contiguous buffer and mask the tail);
     ``window`` is the sliding-window layers' window (None: the model has none)."""
     lay = _lay_out(feeds)
-    cache.ensure_capacity(max(lay.position_of) + 1, max_bytes)
+    cache.ensure_capacity(max(lay.position_of) + 1, bound)
     dev = cache.device
     slot_of = torch.tensor(lay.slot_of, device=dev)
     position_of = torch.tensor(lay.position_of, device=dev)

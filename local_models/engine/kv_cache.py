@@ -158,17 +158,19 @@ class SlotCache:
         k, v = self.keys[0], self.values[0]
         return len(self.keys) * k.shape[1] * k.shape[3] * (k.element_size() + v.element_size())
 
-    def ensure_capacity(self, needed: int, max_bytes: float) -> None:
-        """Room for positions ``[0, needed)`` in every slot."""
+    def ensure_capacity(self, needed: int, bound: KvBound) -> None:
+        """Room for positions ``[0, needed)`` in every slot. ``bound`` prices a position
+        even before the buffers exist (the first pass allocates them at this capacity)."""
         if needed <= self.capacity:
             return
         # Grow by a quarter (at least GROW_STEP): the decode path attends over the whole
         # buffer, which keeps it contiguous (strided bf16 matmuls are ~8x slower on CPU).
         new = -(-max(needed, self.capacity + max(GROW_STEP, self.capacity // 4)) // GROW_STEP)
         new *= GROW_STEP
-        if self.bytes_per_token() * self.slots * new > max_bytes:
+        per_token = max(bound.bytes_per_token, self.bytes_per_token())
+        if per_token * self.slots * new > bound.max_bytes:
             new = needed  # grow only as far as needed once near the bound
-        self.check(max_bytes, new)
+        self.check(bound.max_bytes, new)
         self._resize_positions(new)
 
     def trim(self, capacity: int) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 
 from .attention import Feed, plan_pass, session_attention
-from .kv_cache import SharedPrefix, SlotCache
+from .kv_cache import KvBound, SharedPrefix, SlotCache, estimated_bytes_per_token
 
 
 class ModelRunner:
@@ -37,6 +37,13 @@ class ModelRunner:
             )
         self.passes = 0  # forward passes run
 
+    def bound(self, cache: SlotCache) -> KvBound:
+        """The KV bound, pricing a position as ``cache``'s buffers take it once they exist
+        (never below the config's estimate, which admission needs before they do; the
+        estimate reads the autocast state, so it is taken when asked)."""
+        per_token = max(estimated_bytes_per_token(self.model), cache.bytes_per_token())
+        return KvBound(self.max_bytes, per_token)
+
     @property
     def sliding(self) -> bool:
         return "sliding_attention" in self.layer_types
@@ -53,7 +60,7 @@ class ModelRunner:
         ``seated_end`` is the furthest end of any seated slot."""
         sliced = self.dtype == torch.float32 and not torch.is_autocast_enabled(self.device.type)
         packed = plan_pass(
-            cache, feeds, prefixes, seated_end=seated_end, max_bytes=self.max_bytes,
+            cache, feeds, prefixes, seated_end=seated_end, bound=self.bound(cache),
             sliced=sliced, window=self.window if self.sliding else None,
         )  # fmt: skip
         plan = packed.plan

@@ -31,7 +31,6 @@ from .kv_cache import (
     SlotCache,
     best_prefix,
     default_cache_bytes,
-    estimated_bytes_per_token,
     prefix_groups,
 )
 from .runner import ModelRunner
@@ -177,19 +176,13 @@ class SessionEngine:
             )
 
     # -- 1. admit ---------------------------------------------------------------------------
-    def _bound(self, cache: SlotCache) -> KvBound:
-        """The bound, with the cost of a position as the buffers have it once they exist
-        (the config's estimate, never below it, before)."""
-        per_token = max(estimated_bytes_per_token(self.model), cache.bytes_per_token())
-        return KvBound(self.max_bytes, per_token)
-
     def _admit(self, state: _RunState) -> None:
         """Seat waiting turns, first come first served, while ``batch_size`` and the KV
         bound allow: the seated sessions' slots, all as long as the furthest any of their
         turns reaches, must fit. The first turn that does not fit waits (and those behind
         it: a long session is not starved by short ones); one that does not fit even
         alone is an error."""
-        bound, extent = self._bound(state.cache), state.extent()
+        bound, extent = self.runner.bound(state.cache), state.extent()
         admitted: list[Seat] = []
         while state.waiting and len(state.seats) + len(admitted) < self.batch_size:
             seat = self._new_seat(state.waiting[0], state.prefixes)
@@ -346,7 +339,7 @@ class SessionEngine:
         turn waits and is prefilled afresh when seated again."""
         self._check_ask(ask, state.seats[slot].session)
         kept = self._start_turn(state.cache, slot, state.seats[slot], ask)
-        if self._bound(state.cache).allows(len(state.seats), state.extent()):
+        if self.runner.bound(state.cache).allows(len(state.seats), state.extent()):
             self.stats.reused_tokens += kept
             return True
         del state.seats[slot]
