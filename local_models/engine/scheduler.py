@@ -10,8 +10,10 @@ when a turn ends. :meth:`SessionEngine.run` is one loop of four phases:
    the next turns in place (or evict a turn that no longer fits, to wait like a new one).
 
 Admission reasons as vLLM's ``KVCacheManager.allocate_slots`` does: a session is seated
-only when its whole turn (context and budget) fits, so no pass ever needs memory the
-bound refuses; a session that cannot fit even alone is an error up front."""
+only when its whole turn (context and budget) fits beside the seated turns, so no pass
+ever needs memory the bound refuses. A turn that outgrows the bound beside the others
+gives up its slot and waits (as vLLM preempts by recomputation); only a turn that cannot
+fit even alone is an error, naming the bound and ``max_cache_gb``."""
 
 from __future__ import annotations
 
