@@ -162,7 +162,7 @@ def test_greedy_with_mixed_prefixes(multibyte_model, arch):
         sessions.append(chat)
     engine = _engine(model, tok, batch_size=8)
     stats = engine.run(sessions)
-    assert len(engine._prefixes) == 2  # SHARED and other, each prefilled once
+    assert stats.shared_prefixes == 2  # SHARED and other, each prefilled once
     assert stats.shared_prefix_sessions == 6  # the partial one sits on part of SHARED
     for s in sessions:
         for done, ref in zip(s.done, _reference(model, tok, s)):
