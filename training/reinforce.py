@@ -148,7 +148,9 @@ def setup(cfg: TrainConfig, held: ExitStack) -> Run:
     )  # fmt: skip
 
 
-def make_accelerator(cfg: TrainConfig, output_dir: Path, held: ExitStack, trackers: list[str]):
+def make_accelerator(
+    cfg: TrainConfig, output_dir: Path, held: ExitStack, trackers: list[str]
+) -> Any:
     """The accelerator, with output_dir claimed for this run, the CPU's threads shared
     between processes and the global seed set (the LoRA initialisation draws from it)."""
     from accelerate import Accelerator
@@ -254,11 +256,12 @@ def run_steps(run: Run, state: TrainState) -> None:
     )
     with bar:  # closed (its line ended) before an interrupt is reported
         for step in bar:
-            # 1. Rollouts: this rank's episodes, each K times, on the session engine.
+            # 1. Rollouts: this rank's episodes, each K times, on the session engine; scores
+            #    and rewards.
             samples = sample_step(run, next_episodes(run, state, order), step)
 
-            # 2. Rewards and advantages.
-            adv, batch_mean = advantages_of(run, state, samples.rewards)
+            # 2. Advantages, and the step's mean reward over all ranks.
+            adv, batch_mean = step_advantages(run, state, samples.rewards)
 
             # 3. Policy gradient on the sampled tokens, normalised over every token of the step.
             check = step == 0 and cfg.check_logprobs
@@ -318,7 +321,7 @@ def sample_step(run: Run, episodes: list[Episode], step: int) -> StepSamples:
     return StepSamples(transcripts, rollouts, scores, rewards, seconds)
 
 
-def advantages_of(run: Run, state: TrainState, rewards: list[float]) -> tuple[list[float], float]:
+def step_advantages(run: Run, state: TrainState, rewards: list[float]) -> tuple[list[float], float]:
     """Each session's advantage under the configured baseline, and the step's mean reward
     over all ranks, which also moves the running-mean baseline."""
     cfg, accelerator = run.cfg, run.accelerator
