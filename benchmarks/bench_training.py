@@ -98,7 +98,7 @@ def full_logits_logprobs(model, ids, attn, temperature, mask):
 def loss_path(args) -> dict:
     import torch
 
-    from training.reinforce import (
+    from training.loss import (
         batch_tensors,
         prefix_cache,
         shared_prefix_length,

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from training.reinforce import token_logprobs
+from training.loss import token_logprobs
 
 
 @pytest.mark.parametrize("lora", [False, True])
@@ -44,7 +44,7 @@ def test_shared_prefix_cache_gives_the_same_logprobs_and_gradients(tiny_model, a
     from peft import LoraConfig, get_peft_model
     from transformers import AutoTokenizer
 
-    from training.reinforce import prefix_cache, shared_prefix_length
+    from training.loss import prefix_cache, shared_prefix_length
 
     from .test_engine import _tiny_gemma3
 

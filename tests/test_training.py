@@ -320,15 +320,19 @@ def test_diverging_weights_stop_with_a_clear_error_and_no_adapter(
 
 def test_collapse_guard_catches_entropy_rising_as_well_as_falling():
     from training.config import parse_config
-    from training.reinforce import _collapse
+    from training.validation import collapse_reason
 
     cfg = parse_config(
         ["--model_name_or_path", "x", "--min_entropy", "0.1", "--max_entropy", "1.5"]
     )
-    state = {"best_val": 0.44}
-    assert _collapse({"entropy": 0.6, "val_reward": 0.43}, state, cfg) is None
-    assert "rose above max_entropy" in _collapse({"entropy": 2.17, "val_reward": 0.44}, state, cfg)
-    assert "fell below min_entropy" in _collapse({"entropy": 0.05, "val_reward": 0.44}, state, cfg)
+    best = 0.44
+    assert collapse_reason({"entropy": 0.6, "val_reward": 0.43}, best, cfg) is None
+    assert "rose above max_entropy" in collapse_reason(
+        {"entropy": 2.17, "val_reward": 0.44}, best, cfg
+    )
+    assert "fell below min_entropy" in collapse_reason(
+        {"entropy": 0.05, "val_reward": 0.44}, best, cfg
+    )
 
 
 def test_inspect_reattempts_splits_what_the_metric_counts(mini, small_dataset, capsys):

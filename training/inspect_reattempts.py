@@ -19,7 +19,7 @@ from interrupt_bench import demonstrations
 from interrupt_bench.dataset import load_episodes
 from interrupt_bench.scoring import REATTEMPT_KINDS, aggregate, reattempt_kinds
 from training.config import TrainConfig
-from training.reinforce import sample_transcripts
+from training.policy import sample_transcripts
 
 
 def inspect(

@@ -1,0 +1,142 @@
+"""The trainer's library modules without a launch: validation metrics reduced by name
+through the core's aggregation, the trainer state a checkpoint carries, checkpoint
+rotation, the output_dir refusal and the first-step log-prob check."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+
+from interrupt_bench.episodes import Episode
+from interrupt_bench.scoring import aggregate, score_episode
+from interrupt_bench.tasks import Task
+from training.checkpoints import (
+    SetupError,
+    check_output_dir,
+    checkpoint_dirs,
+    save_checkpoint,
+)
+from training.config import TrainConfig
+from training.loss import check_logprobs, micro_batches
+from training.rewards import RewardWeights, cut_resumed_rate, reward
+from training.state import TrainState
+from training.validation import episode_record, validation_metrics
+
+TASKS = tuple(Task("math", "add", f"{i} + {i}", str(2 * i), checker="number") for i in (1, 2))
+EPISODE = Episode("e", "default", "test", 0, 0, "t", (5, 5), 50, TASKS)
+OUTPUTS = [
+    ("<answer task=1>2</answer>", "<answer task=2>4</answer>", ""),
+    ("", "<answer task=1>2</answer><answer task=2>5</answer>", ""),
+    ("<answer task=1>3</answer>", "", "<answer task=1>2</answer><answer task=2>4</answer>"),
+    ("", "", ""),
+]
+CUTS = [(False, False, False), (True, False, False), (False, True, False), (True, True, True)]
+WEIGHTS = RewardWeights(accuracy=1.0, reattempts=0.3, resumption=0.2, cut_resumption=0.5)
+
+
+def _records(indices):
+    rows = []
+    for i in indices:
+        score = score_episode(EPISODE, list(OUTPUTS[i]), CUTS[i])
+        rows.append(episode_record(score, CUTS[i], WEIGHTS))
+    return rows
+
+
+def test_validation_metrics_are_the_cores_aggregate_by_name():
+    rows = _records(range(4))
+    scores = [r["score"] for r in rows]
+    core = aggregate(scores)
+    got = validation_metrics(rows)
+    assert got["val_accuracy"] == core["accuracy"]
+    assert got["val_reattempts"] == core["reattempts"]
+    assert got["val_resumption_rate"] == core["resumption_rate"]
+    n = len(rows)
+    want_reward = sum(reward(s, WEIGHTS, c) for s, c in zip(scores, CUTS)) / n
+    want_cut = sum(cut_resumed_rate(s, c) for s, c in zip(scores, CUTS)) / n
+    assert got["val_reward"] == pytest.approx(want_reward, abs=1e-15)
+    assert got["val_cut_resumption"] == pytest.approx(want_cut, abs=1e-15)
+    assert list(got) == [
+        "val_reward",
+        "val_accuracy",
+        "val_reattempts",
+        "val_resumption_rate",
+        "val_cut_resumption",
+    ]
+
+
+def test_validation_metrics_over_ranks_do_not_depend_on_the_sharding():
+    """Two ranks' shards gathered (rank 0's episodes, then rank 1's) give the numbers of
+    one rank holding every episode."""
+    one = validation_metrics(_records(range(4)))
+    two = validation_metrics(_records([0, 2]) + _records([1, 3]))
+    assert two == pytest.approx(one, abs=1e-15)
+
+
+def test_validation_metrics_count_nothing_as_zero():
+    """No episode, or no task left open: the log holds 0, never NaN."""
+    assert validation_metrics([]) == dict.fromkeys(validation_metrics(_records([0])), 0.0)
+    perfect = validation_metrics(_records([0]))
+    assert perfect["val_resumption_rate"] == 0.0
+    assert not any(math.isnan(v) for v in perfect.values())
+
+
+def test_trainer_state_round_trips_through_trainer_state_json():
+    state = TrainState(step=3, data_pos=12, running_mean=0.25, best_val=0.5, collapse=None)
+    text = json.dumps(asdict(state), indent=2)
+    assert list(json.loads(text)) == ["step", "data_pos", "running_mean", "best_val", "collapse"]
+    assert TrainState.from_json(text) == state
+    with pytest.raises(ValueError):
+        TrainState.from_json(json.dumps({**asdict(state), "extra": 1}))
+    with pytest.raises(ValueError):
+        TrainState.from_json("[1, 2]")
+
+
+class _Accelerator:
+    """The part of accelerate's Accelerator that save_checkpoint uses, on one process."""
+
+    is_main_process = True
+
+    def save_state(self, where: str) -> None:
+        Path(where).mkdir(parents=True)
+        (Path(where) / "model.safetensors").write_text("weights")
+
+    def wait_for_everyone(self) -> None:
+        pass
+
+
+def test_checkpoints_are_renamed_into_place_and_rotated(tmp_path):
+    for step in (1, 2, 3):
+        save_checkpoint(_Accelerator(), tmp_path, TrainState(step=step), limit=2)
+    kept = checkpoint_dirs(tmp_path)
+    assert [c.name for c in kept] == ["step-0000002", "step-0000003"]
+    assert not list((tmp_path / "checkpoints").glob("*.partial"))
+    assert TrainState.from_json((kept[-1] / "trainer_state.json").read_text()).step == 3
+
+
+def test_a_fresh_run_into_a_used_output_dir_is_refused(tmp_path):
+    cfg = TrainConfig(model_name_or_path="m", output_dir=str(tmp_path))
+    (tmp_path / "train_config.json").write_text(json.dumps(asdict(cfg)))
+    with pytest.raises(SetupError, match="holds another training run"):
+        check_output_dir(cfg, tmp_path)
+    cfg.overwrite_output_dir = True
+    check_output_dir(cfg, tmp_path)
+    assert not (tmp_path / "train_config.json").exists()
+
+
+def test_micro_batches_cover_every_session_in_order():
+    assert micro_batches(5, 2) == [[0, 1], [2, 3], [4]]
+    assert micro_batches(3, 8) == [[0, 1, 2]]
+
+
+def test_logprob_check_logs_its_figures_and_stops_a_misaligned_loss():
+    lines: list[str] = []
+    check_logprobs(torch.full((10,), 1e-5), "exact", lines.append)
+    assert lines[-1].startswith("first-step check over 10 sampled tokens") and ": ok" in lines[-1]
+    with pytest.raises(RuntimeError, match="would train on other tokens"):
+        check_logprobs(torch.full((10,), 1.3), "bf16", lines.append)
+    assert lines[-1].endswith("MISMATCH")

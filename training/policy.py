@@ -1,0 +1,74 @@
+"""The policy: the base model with a LoRA adapter, and sessions sampled from it.
+
+Both the training loop (rollouts, greedy validation) and ``training/inspect_reattempts.py``
+sample through :func:`sample_transcripts`, so what is inspected is what is trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from interrupt_bench.episodes import Episode
+from interrupt_bench.errors import ConfigError
+from interrupt_bench.session import Transcript
+from training.config import TrainConfig
+from training.rollouts import Rollouts, sample_sessions
+
+
+def load_model(cfg: TrainConfig) -> tuple[Any, Any]:
+    """The tokenizer and the base model wrapped with a fresh LoRA adapter (the only
+    trainable weights); a model that cannot load or lacks the chat template ``chat``
+    needs is a :class:`ConfigError` naming the flag."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(cfg.model_name_or_path)
+        base = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot load model {cfg.model_name_or_path!r} ({str(exc).splitlines()[0]}); pass a "
+            "local Hugging Face model directory or a Hub id you can download"
+        ) from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if cfg.chat and not tokenizer.chat_template:
+        raise ConfigError(f"{cfg.model_name_or_path} has no chat template; pass --chat false")
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.lora_target_modules),
+        task_type="CAUSAL_LM",
+    )
+    if cfg.gradient_checkpointing:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        base.enable_input_require_grads()  # LoRA: the frozen embeddings give no grad otherwise
+    return tokenizer, get_peft_model(base, lora)
+
+
+def sample_transcripts(
+    model: Any,
+    tokenizer: Any,
+    episodes: Sequence[Episode],
+    cfg: TrainConfig,
+    greedy: bool = False,
+    seed: int = 0,
+    shots: Sequence[list[dict[str, str]]] = (),
+    vllm: Any = None,
+) -> tuple[list[Transcript], Rollouts]:
+    """Sample one session per episode on the session engine (or on ``vllm`` with the
+    model's current adapter), after the demonstration sessions ``shots``; returns
+    transcripts and the rollouts (token records per session, engine figures). The model
+    samples in eval mode (no dropout) and goes back to the mode it was in."""
+    was_training = model.training
+    model.eval()
+    if vllm is not None:
+        vllm.load_adapter(model)
+    rollouts = sample_sessions(
+        model, tokenizer, episodes, chat=cfg.chat, temperature=cfg.temperature,
+        greedy=greedy, seed=seed, shots=shots, vllm=vllm,
+    )  # fmt: skip
+    model.train(was_training)
+    return rollouts.transcripts, rollouts
