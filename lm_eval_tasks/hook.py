@@ -546,12 +546,17 @@ def replay_on_engine(
             batch_size=batch,
             sampling=sampling,
             max_length=lm.max_length,
+            max_cache_gb=settings[members[0]].get("max_cache_gb"),
             progress=bar.update,
         )
         drivers = [_EngineSession(lm, runs[i], settings[i], sent, attr) for i in members]
         try:
             stats = engine.run(drivers)
-        except (ValueError, MemoryError, NotImplementedError) as exc:
+        except MemoryError as exc:  # the KV bound, a setting: one line, as any bad setting
+            bar.close()  # before the error line, which stays the last
+            raise ConfigError(f"session engine: {exc}") from None
+        except (ValueError, NotImplementedError) as exc:
+            bar.close()
             raise SessionReplayError(f"session engine: {exc}") from None
         all_stats.append(stats)
         log.info(

@@ -177,6 +177,27 @@ def test_budget_cap_text_through_the_cli_is_one_line(tiny_model, small_dataset):
     assert_one_line_refusal(proc, 'metadata budget_cap is "abc"', "from 1 to 8192")
 
 
+@pytest.mark.parametrize("value", ["abc", 0, -1, True])
+def test_max_cache_gb_that_is_not_a_positive_number_is_one_line(tiny_model, small_dataset, value):
+    proc = lm_eval(tiny_model, small_dataset, meta={"max_cache_gb": value})
+    assert_one_line_refusal(proc, f"metadata max_cache_gb is {json.dumps(value)}", "above 0")
+
+
+def test_a_kv_bound_too_small_for_one_session_is_named(tiny_model, small_dataset, tmp_path):
+    """The engine seats a session only when its turn fits the bound; one that cannot fit
+    even alone ends the run with one line naming the bound and how to raise it, and no
+    results."""
+    out = tmp_path / "out"
+    proc = lm_eval(tiny_model, small_dataset, "--output_path", str(out),
+                   meta={"max_cache_gb": 1e-7})  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("interrupt_bench: session engine: "), last
+    assert "even alone, over the bound" in last and '{"max_cache_gb": GIB}' in last, last
+    assert not list(tmp_path.rglob("results_*.json"))
+
+
 # -- sampling settings ---------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from interrupt_bench.controls import CONTROL_BUDGET, check_budget_cap
 from interrupt_bench.costs import paired_items, split_by_condition
 from interrupt_bench.dataset import HUB_DATASET_ID, check_rows, load_rows
 from interrupt_bench.episodes import Episode
+from interrupt_bench.errors import ConfigError
 from interrupt_bench.scoring import merge_scores, ratio_of_sums, score_episode
 from lm_eval_tasks.hook import REQUEST_TYPE, install, request_args
 
@@ -148,6 +149,8 @@ class InterruptBenchTask(ConfigurableTask):
             "generation_kwargs": gen,
             "turn_batching": meta.get("turn_batching", "auto"),
         }
+        if meta.get("max_cache_gb") is not None:
+            settings["max_cache_gb"] = check_cache_gb(meta["max_cache_gb"])
         return Instance(
             request_type=REQUEST_TYPE,
             doc=doc,
@@ -155,6 +158,18 @@ class InterruptBenchTask(ConfigurableTask):
             idx=0,
             **kwargs,
         )
+
+
+def check_cache_gb(value: object) -> float:
+    """``metadata.max_cache_gb``, the session engine's KV bound in GiB, as a float; or
+    ConfigError naming the value and the fix."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 2**20:
+        return float(value)
+    raise ConfigError(
+        f"metadata max_cache_gb is {json.dumps(value)}; it is the session engine's KV cache "
+        "bound in GiB, a number above 0 (leave it out for the default: half the free "
+        "accelerator memory, or a quarter of RAM on the CPU)"
+    )
 
 
 def doc_to_text(doc: dict) -> str:

@@ -28,6 +28,10 @@ INITIAL_CAPACITY = GROW_STEP
 COMPACT_SLACK = 256
 # Shorter common prefixes of first contexts are not worth a copy of their own.
 MIN_SHARED_PREFIX = 16  # tokens
+# How a bound too small for a run is raised, named in every error that hits it.
+RAISE_BOUND = (
+    "raise max_cache_gb (SessionEngine's argument; lm-eval: --metadata '{\"max_cache_gb\": GIB}')"
+)
 
 
 @dataclass(frozen=True)
@@ -196,8 +200,8 @@ class SlotCache:
         if need > max_bytes:
             raise MemoryError(
                 f"the KV cache would need {need / 2**30:.3g} GiB for {self.slots} slots of "
-                f"{capacity} tokens, over the bound of {max_bytes / 2**30:.3g} GiB; raise "
-                "max_cache_gb (SessionEngine's argument)"
+                f"{capacity} tokens, over the bound of {max_bytes / 2**30:.3g} GiB; "
+                f"{RAISE_BOUND}"
             )
 
     def add_slots(self, n: int) -> None:

@@ -28,6 +28,7 @@ from .attention import Feed
 from .interface import Ask, Driver, EngineStats, Generated, common_prefix
 from .kv_cache import (
     COMPACT_SLACK,
+    RAISE_BOUND,
     KvBound,
     SharedPrefix,
     SlotCache,
@@ -228,8 +229,8 @@ class SessionEngine:
         return MemoryError(
             f"session {waiting.session}'s turn {waiting.turn} needs {extent} tokens of KV "
             f"cache ({bound.bytes(1, extent) / 2**30:.3g} GiB) even alone, over the bound "
-            f"of {bound.describe()}; raise max_cache_gb (SessionEngine's argument; by "
-            "default half the free accelerator memory, or a quarter of RAM on the CPU)"
+            f"of {bound.describe()} (by default half the free accelerator memory, or a "
+            f"quarter of RAM on the CPU); {RAISE_BOUND}"
         )
 
     def _fit(self, state: _RunState, bound: KvBound) -> None:
