@@ -12,9 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from interrupt_bench.episodes import Episode
 from interrupt_bench.scoring import aggregate, score_episode
-from interrupt_bench.tasks import Task
 from training.checkpoints import (
     SetupError,
     check_output_dir,
@@ -27,8 +25,8 @@ from training.rewards import RewardWeights, cut_resumed_rate, reward
 from training.state import TrainState
 from training.validation import episode_record, validation_metrics
 
-TASKS = tuple(Task("math", "add", f"{i} + {i}", str(2 * i), checker="number") for i in (1, 2))
-EPISODE = Episode("e", "default", "test", 0, 0, "t", (5, 5), 50, TASKS)
+from .test_rewards import EPISODE
+
 OUTPUTS = [
     ("<answer task=1>2</answer>", "<answer task=2>4</answer>", ""),
     ("", "<answer task=1>2</answer><answer task=2>5</answer>", ""),
