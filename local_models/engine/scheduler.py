@@ -229,8 +229,8 @@ class SessionEngine:
         return MemoryError(
             f"session {waiting.session}'s turn {waiting.turn} needs {extent} tokens of KV "
             f"cache ({bound.bytes(1, extent) / 2**30:.3g} GiB) even alone, over the bound "
-            f"of {bound.describe()} (by default half the free accelerator memory, or a "
-            f"quarter of RAM on the CPU); {RAISE_BOUND}"
+            f"of {bound.describe()}; {RAISE_BOUND}; by default it is half the free "
+            "accelerator memory, or a quarter of RAM on the CPU"
         )
 
     def _fit(self, state: _RunState, bound: KvBound) -> None:
