@@ -6,6 +6,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 import local_models  # noqa: F401  (first: hides torch extensions that cannot load here)
 
@@ -14,6 +15,11 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from dataset_builder import build_dataset
 from interrupt_bench.config import get_config
+
+# Property tests check properties, not speed: Hypothesis's per-example deadline fails on a
+# loaded machine (two xdist workers beside subprocesses) and says nothing about the code.
+settings.register_profile("interrupt_bench", deadline=None)
+settings.load_profile("interrupt_bench")
 
 SMALL = {"train": 30, "validation": 10, "test": 20}
 ROOT = Path(__file__).resolve().parents[1]
