@@ -63,14 +63,19 @@ def episode_dataset(dataset_path: str | None, config: str, split: str) -> Memory
 
 
 def demonstration_sessions(
-    dataset_path: str | None, config: str, num_fewshot: int
+    dataset_path: str | None,
+    config: str,
+    num_fewshot: int,
+    rule: str = demonstrations.DEFAULT_RULE,
 ) -> list[Messages]:
     """The ``num_fewshot`` oracle demonstration sessions of ``config``'s train split (the
     ones the lm-eval task picks), as user/assistant messages."""
     if num_fewshot < 0:
         raise InputError(f"interrupt_bench: -T num_fewshot={num_fewshot}; use 0 or more shots")
     try:
-        shots = demonstrations.from_dataset(dataset_path or HUB_DATASET_ID, config, num_fewshot)
+        shots = demonstrations.from_dataset(
+            dataset_path or HUB_DATASET_ID, config, num_fewshot, rule=rule
+        )
     except InterruptBenchError as exc:
         raise InputError(f"interrupt_bench: {exc}") from None
     return demonstrations.as_sessions(shots)

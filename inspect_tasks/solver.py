@@ -28,10 +28,11 @@ from inspect_ai.solver import Generate, Solver, TaskState, solver
 
 from inspect_tasks.dataset import Messages, demonstration_sessions, with_shots
 from interrupt_bench.controls import CONTROL_BUDGET, labelled_sessions
+from interrupt_bench.demonstrations import DEFAULT_RULE
+from interrupt_bench.turn_contract import STOP_SEQUENCES
 from interrupt_bench.episodes import Episode
 from interrupt_bench.session import SessionRun, Transcript, TurnRequest, TurnResult
 
-STOP_SEQUENCES = ("<question",)  # what ends a turn besides EOS and the budget (lm-eval's until)
 STORE_KEY = "interrupt_bench_sessions"
 
 
@@ -168,11 +169,12 @@ def interrupt_session(
     num_fewshot: int = 1,
     condition: str = "interrupted",
     budget_cap: int = CONTROL_BUDGET,
+    fewshot_rule: str = DEFAULT_RULE,
 ) -> Solver:
     """Play each sample's episode under ``condition`` (the paired controls play the
     interrupted session, the nocut one and one per task), with ``num_fewshot`` oracle
     demonstrations of ``config``'s train split as earlier turns."""
-    shots = demonstration_sessions(dataset_path, config, num_fewshot)
+    shots = demonstration_sessions(dataset_path, config, num_fewshot, fewshot_rule)
 
     async def solve(state: TaskState, generate: Generate) -> TaskState:
         model = get_model()

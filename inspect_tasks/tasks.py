@@ -6,7 +6,8 @@ config (``interrupt_bench_tasks5_budget0to50``, ...), the controls
 controls of every config (``interrupt_bench_controls``, ``interrupt_bench_easy_controls``,
 ``interrupt_bench_{config}_controls``). Every task takes the lm-eval task's metadata as
 task parameters: ``-T dataset_path=DIR -T config=NAME -T num_fewshot=K``, plus
-``condition``, ``budget_cap``, ``split`` and ``filter`` (``strict`` or ``flexible``).
+``condition``, ``budget_cap``, ``split``, ``filter`` (``strict`` or ``flexible``) and
+``fewshot_rule`` (which demonstrations: ``interrupt_bench.demonstrations.RULES``).
 
 Inspect names a task of an installed package ``PACKAGE/TASK`` after the top-level module
 that defines it, and finds the package through the ``inspect_ai`` entry point of that
@@ -24,12 +25,13 @@ from inspect_ai._util.registry import registry_name
 from inspect_tasks.dataset import InputError, episode_dataset
 from inspect_tasks.scorer import interrupt_bench_scorer, task_metrics
 from inspect_tasks.solver import interrupt_session
+from interrupt_bench import demonstrations
 from interrupt_bench.config import EASY_GRID_TASKS, GRID_INTERVALS, GRID_TASKS, grid_config_name
 from interrupt_bench.controls import CONDITIONS, CONTROL_BUDGET, PAIRED, check_budget_cap
 from interrupt_bench.errors import ConfigError
 
 DEFAULT_SHOTS = 1  # the lm-eval task's num_fewshot (one oracle demonstration session)
-VERSION = "3.0"  # the lm-eval task's version: the same outputs score the same
+VERSION = "4.0"  # the lm-eval task's version: the same outputs score the same
 FILTERS = ("strict", "flexible")
 NAMESPACE = "interrupt_bench"  # the entry point's name and the prefix of every task
 
@@ -42,6 +44,7 @@ def interrupt_bench_task(
     split: str = "test",
     budget_cap: int = CONTROL_BUDGET,
     filter: str = "strict",
+    fewshot_rule: str = demonstrations.DEFAULT_RULE,
 ) -> Task:
     """One Inspect task over ``split`` of ``config``: a sample per episode, played under
     ``condition`` (``paired``: the controls' three conditions) and scored as lm-eval
@@ -59,17 +62,25 @@ def interrupt_bench_task(
         )
     try:
         budget_cap = check_budget_cap(budget_cap, "-T budget_cap")
+        demonstrations.check_rule(fewshot_rule)
     except ConfigError as err:
         raise InputError(f"interrupt_bench: {err}") from None
     dataset = episode_dataset(dataset_path, config, split)
     return Task(
         dataset=dataset,
-        solver=interrupt_session(dataset_path, config, num_fewshot, condition, budget_cap),
+        solver=interrupt_session(
+            dataset_path, config, num_fewshot, condition, budget_cap, fewshot_rule
+        ),
         scorer=interrupt_bench_scorer(flexible=filter == "flexible"),
         metrics=task_metrics(config, paired=condition == PAIRED),
         fail_on_error=True,
         version=VERSION,
-        metadata={"config": config, "condition": condition, "num_fewshot": num_fewshot},
+        metadata={
+            "config": config,
+            "condition": condition,
+            "num_fewshot": num_fewshot,
+            "fewshot_rule": fewshot_rule,
+        },
     )
 
 
@@ -84,9 +95,10 @@ def _register(name: str, config: str, condition: str) -> Callable[..., Task]:
         split: str = "test",
         budget_cap: int = CONTROL_BUDGET,
         filter: str = "strict",
+        fewshot_rule: str = demonstrations.DEFAULT_RULE,
     ) -> Task:
         return interrupt_bench_task(
-            dataset_path, config, num_fewshot, condition, split, budget_cap, filter
+            dataset_path, config, num_fewshot, condition, split, budget_cap, filter, fewshot_rule
         )
 
     factory.__name__ = factory.__qualname__ = name

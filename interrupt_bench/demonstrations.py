@@ -3,9 +3,12 @@
 A pretrained instruct model has never seen the tag protocol; one or two demonstration
 sessions teach it the format and, more to the point of the benchmark, show what coming
 back to a cut task looks like. Every demonstration is a train-split episode of the same
-config, picked by a fixed seed among those whose oracle transcript holds at least one cut
-answer and its resumption in a later turn, and cut at its budgets in whitespace tokens
-(so the demonstration text is the same for every model).
+config, replayed by the oracle and cut at its budgets in whitespace tokens (so the
+demonstration text is the same for every model), picked in a fixed seeded order among
+those that satisfy a rule (:data:`RULES`). The default shows a task left open by a cut,
+answered in a later question's turn, and a closing turn that answers what is still open:
+a model copies the shape it is shown, and a demonstration that ends in an empty closing
+turn teaches it to write nothing there.
 
 They come in one of two placements:
 
@@ -16,12 +19,12 @@ They come in one of two placements:
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from interrupt_bench import prompts
 from interrupt_bench.dataset import load_episodes
 from interrupt_bench.episodes import Episode
-from interrupt_bench.errors import DatasetError
+from interrupt_bench.errors import ConfigError, DatasetError
 from interrupt_bench.policies import policy_responder
 from interrupt_bench.session import Transcript, replay
 from interrupt_bench.tags import parse_turn
@@ -30,24 +33,92 @@ PLACEMENTS = ("turns", "system")
 FEWSHOT_SEED = 1234
 
 
-def shows_resumption(transcript: Transcript) -> bool:
-    """Whether a transcript holds a visibly cut answer that a later turn finishes: the cut
-    turn shows the whole opening tag and some of the answer (``<answer task=3>dress``).
-    A turn cut to nothing, or inside the tag (``<answer``), teaches a model to stop there."""
+def cut_and_resumed(transcript: Transcript) -> list[tuple[int, int]]:
+    """The tasks a cut left open in their own turn and a later turn answered, each as
+    (task id, 1-based turn of its first later answer). A cut to nothing or inside the tag
+    counts: that is what a model's own cut turns look like."""
+    found = []
     for v in transcript.score().verdicts:
-        if v.answered_later and not v.answered_in_own_turn:
-            spans = parse_turn(transcript.outputs[v.task_id - 1], cut=True).spans
-            if any(s.task_id == v.task_id and s.content.strip() for s in spans):
-                return True
+        own = v.task_id - 1
+        if v.answered_later and not v.answered_in_own_turn and transcript.cut[own] is not False:
+            found.append((v.task_id, min(t for t in v.attempt_turns if t > v.task_id)))
+    return found
+
+
+def shows_visible_cut(transcript: Transcript) -> bool:
+    """A cut answer whose turn shows the whole opening tag and some of the answer
+    (``<answer task=3>dress``), finished by a later turn."""
+    for task_id, _ in cut_and_resumed(transcript):
+        spans = parse_turn(transcript.outputs[task_id - 1], cut=True).spans
+        if any(s.task_id == task_id and s.content.strip() for s in spans):
+            return True
     return False
 
 
-def pick(train: Sequence[Episode], k: int, seed: int = FEWSHOT_SEED) -> list[Transcript]:
-    """``k`` oracle transcripts of train episodes in a fixed order: those that show a cut
-    answer and its resumption first. In a config whose budgets never cut the oracle's
-    short answers (budgets 50–200), none can, and the demonstrations show the format only.
+def closing_answers(transcript: Transcript) -> bool:
+    """Whether the closing turn finishes something: it exists and is not empty."""
+    episode = transcript.episode
+    return episode.closing_budget > 0 and bool(transcript.outputs[episode.n_tasks].strip())
+
+
+def resumes_in_question_turn(transcript: Transcript) -> bool:
+    """A cut task answered in a later question's turn (not only in the closing turn)."""
+    n = transcript.episode.n_tasks
+    return any(turn <= n for _, turn in cut_and_resumed(transcript))
+
+
+def resumes_in_closing_turn(transcript: Transcript) -> bool:
+    """A cut task answered in the closing turn, and none earlier."""
+    resumed = cut_and_resumed(transcript)
+    n = transcript.episode.n_tasks
+    return bool(resumed) and all(turn > n for _, turn in resumed)
+
+
+def resumes_and_closes(transcript: Transcript) -> bool:
+    """A cut task answered in a later question's turn, and a closing turn that answers
+    another one still open: both ways of coming back in one session."""
+    return resumes_in_question_turn(transcript) and closing_answers(transcript)
+
+
+# What a demonstration should show, by name (lm-eval metadata ``fewshot_rule``, Inspect's
+# ``-T fewshot_rule=``, training's ``fewshot_rule``): predicates in order of preference.
+# Each train episode goes to the first it satisfies; the picks come from the first
+# predicate's episodes, then the next's, then the rest. The default was chosen on the
+# validation split (lm_eval_tasks/interrupt_bench/README.md, "Demonstrations"); its
+# second predicate keeps it to "a cut task resumed and a closing turn that answers"
+# on every build, since sessions that show both are rare (2-5 in 1000 on `easy`).
+RULES: dict[str, tuple[Callable[[Transcript], bool], ...]] = {
+    "resume_and_close": (resumes_and_closes, resumes_in_closing_turn),
+    "next_turn": (resumes_in_question_turn,),
+    "closing": (resumes_in_closing_turn,),
+    "visible_cut": (shows_visible_cut,),
+}
+DEFAULT_RULE = "resume_and_close"
+
+
+def check_rule(rule: str) -> str:
+    """``rule`` if it names a rule, else ConfigError naming the choices."""
+    if rule not in RULES:
+        raise ConfigError(
+            f"fewshot_rule {rule!r} is not a demonstration rule; use one of {', '.join(RULES)}"
+        )
+    return rule
+
+
+def satisfies(transcript: Transcript, rule: str = DEFAULT_RULE) -> bool:
+    """Whether a demonstration shows what ``rule`` asks for (any of its predicates)."""
+    return any(wanted(transcript) for wanted in RULES[check_rule(rule)])
+
+
+def pick(
+    train: Sequence[Episode], k: int, seed: int = FEWSHOT_SEED, rule: str = DEFAULT_RULE
+) -> list[Transcript]:
+    """``k`` oracle transcripts of train episodes in a fixed seeded order, by ``rule``'s
+    preference (:data:`RULES`). In a config whose budgets never cut the oracle's short
+    answers (budgets 50–200), none qualifies, and the demonstrations show the format only.
 
     Raises DatasetError (before any model call) when the train split cannot supply ``k``."""
+    predicates = RULES[check_rule(rule)]
     if k <= 0:
         return []
     if not train:
@@ -59,15 +130,15 @@ def pick(train: Sequence[Episode], k: int, seed: int = FEWSHOT_SEED) -> list[Tra
         )
     order = list(train)
     random.Random(seed).shuffle(order)
-    showing: list[Transcript] = []
-    others: list[Transcript] = []
-    for start in range(0, len(order), 64):  # replay in chunks until k show a resumption
+    tiers: list[list[Transcript]] = [[] for _ in range(len(predicates) + 1)]
+    for start in range(0, len(order), 64):  # replay in chunks until k are the first choice
         for transcript in replay(order[start : start + 64], policy_responder("oracle"),
                                  system=False):  # fmt: skip
-            (showing if shows_resumption(transcript) else others).append(transcript)
-        if len(showing) >= k:
+            tier = next((i for i, p in enumerate(predicates) if p(transcript)), len(predicates))
+            tiers[tier].append(transcript)
+        if len(tiers[0]) >= k:
             break
-    return (showing + others)[:k]
+    return [t for tier in tiers for t in tier][:k]
 
 
 def _no_train_split(k: int, why: str) -> DatasetError:
@@ -79,17 +150,23 @@ def _no_train_split(k: int, why: str) -> DatasetError:
 
 
 def from_dataset(
-    path: str, config: str, k: int, split: str = "train", seed: int = FEWSHOT_SEED
+    path: str,
+    config: str,
+    k: int,
+    split: str = "train",
+    seed: int = FEWSHOT_SEED,
+    rule: str = DEFAULT_RULE,
 ) -> list[Transcript]:
     """``k`` demonstrations from a dataset's ``split`` of ``config`` (see :func:`pick`); a
     split that cannot be loaded is reported with the reason, before any model call."""
+    check_rule(rule)
     if k <= 0:
         return []
     try:
         train = load_episodes(path, config, split)
     except DatasetError as exc:
         raise _no_train_split(k, f"missing or cannot be loaded ({exc})") from None
-    return pick(train, k, seed)
+    return pick(train, k, seed, rule)
 
 
 def as_sessions(transcripts: Sequence[Transcript]) -> list[list[dict[str, str]]]:

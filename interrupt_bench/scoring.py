@@ -17,7 +17,14 @@ from interrupt_bench.episodes import Episode
 from interrupt_bench.tags import ParsedTurn, parse_turn
 
 # Metrics that are a mean over episodes of a per-episode value.
-MEAN_METRICS = ("accuracy", "reattempts", "reattempt_rate", "answer_rate", "format_rate")
+MEAN_METRICS = (
+    "accuracy",
+    "reattempts",
+    "reattempt_rate",
+    "overwrite_rate",
+    "answer_rate",
+    "format_rate",
+)
 # Metrics that are a ratio of sums over all tasks (episodes with nothing to count do not count).
 RATIO_METRICS = ("resumption_rate",)
 
@@ -49,6 +56,7 @@ class TaskVerdict:
     attempt_turns: tuple[int, ...]  # 1-based assistant turns with an attempt at this task
     answer_count: int = 0  # closed answers at or after its own turn
     untagged_answer: str | None = None  # what the flexible filter read from an untagged turn
+    overwritten: bool = False  # a correct closed answer replaced by a later wrong one
 
     @property
     def answered(self) -> bool:
@@ -70,6 +78,7 @@ class TaskVerdict:
             "attempt_turns": list(self.attempt_turns),
             "answer_count": self.answer_count,
             "untagged_answer": self.untagged_answer,
+            "overwritten": self.overwritten,
         }
 
 
@@ -96,6 +105,12 @@ class EpisodeScore:
         return self.reattempts / self.n_tasks
 
     @property
+    def overwrite_rate(self) -> float:
+        """Tasks whose correct closed answer a later turn replaced with a wrong one: what
+        going back costs when it re-answers what was already right."""
+        return sum(v.overwritten for v in self.verdicts) / self.n_tasks
+
+    @property
     def answer_rate(self) -> float:
         return self.answered / self.n_tasks
 
@@ -113,6 +128,7 @@ class EpisodeScore:
             "accuracy": self.accuracy,
             "reattempts": float(self.reattempts),
             "reattempt_rate": self.reattempt_rate,
+            "overwrite_rate": self.overwrite_rate,
             "answer_rate": self.answer_rate,
             "resumption_rate": self.resumption_rate,
             "format_rate": self.format_rate,
@@ -177,15 +193,19 @@ def score_episode(
     for k, task in enumerate(episode.tasks, start=1):
         own = k - 1  # index of turn(k)
         attempt_turns, final, in_own, later, count = [], None, False, False, 0
+        was_right = False
         for i in range(own, n_turns):
             if k in parsed[i].attempted():
                 attempt_turns.append(i + 1)
             for task_id, content in parsed[i].answers():
                 if task_id == k:
+                    if final is not None:
+                        was_right |= task.check(final)
                     final, count = content, count + 1
                     in_own |= i == own
                     later |= i > own
         correct = final is not None and task.check(final)
+        overwritten = was_right and not correct
         untagged = None
         if flexible and final is None and not parsed[own].spans and outputs[own].strip():
             untagged = extract(task, outputs[own])
@@ -203,6 +223,7 @@ def score_episode(
                 tuple(attempt_turns),
                 count,
                 untagged,
+                overwritten,
             )
         )
         c, t = family_counts.get(task.family, (0, 0))

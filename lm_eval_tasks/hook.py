@@ -32,16 +32,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from interrupt_bench import turn_contract
 from interrupt_bench.controls import CONTROL_BUDGET, check_budget_cap, labelled_sessions
 from interrupt_bench.episodes import Episode
 from interrupt_bench.errors import ConfigError, InterruptBenchError
 from interrupt_bench.session import SessionRun, Transcript, TurnRequest, TurnResult, replay
-from local_models.chat import render
+from local_models.chat import model_config_eos, render
 from local_models.engine import Ask, Generated, Sampling, check_sampling_values, stop_list
 
 REQUEST_TYPE = "interrupt_session"
-STOP_SEQUENCES = ["<question"]
-PLAIN_STOP = "\nUser:"  # plain mode: a model writing the next user line has ended its turn
 log = logging.getLogger("interrupt_bench")
 
 
@@ -150,10 +149,8 @@ def stop_strings(settings: dict[str, Any]) -> list[str]:
     """What ends a turn besides EOS and the budget: the task's ``until`` (default: the
     next question's opening tag; one string is one stop string, as in lm-eval's models),
     plus the next ``User:`` line in plain mode."""
-    until = stop_list(settings.get("generation_kwargs", {}).get("until")) or list(STOP_SEQUENCES)
-    if not settings["chat"] and PLAIN_STOP not in until:
-        until.append(PLAIN_STOP)
-    return until
+    until = stop_list(settings.get("generation_kwargs", {}).get("until"))
+    return turn_contract.stop_strings(settings["chat"], until)
 
 
 def turn_kwargs(settings: dict[str, Any], max_gen_toks: int) -> dict[str, Any]:
@@ -433,11 +430,7 @@ def check_generation_settings(settings: Sequence[dict[str, Any]], sampler: str |
 def eos_ids(lm: Any) -> set[int]:
     """Every id that ends a turn, as ``model.generate`` in lm-eval's ``hf`` path stops on
     them: the tokenizer's EOS and the generation config's (Gemma lists two)."""
-    ids = {int(lm.eot_token_id)}
-    config_eos = getattr(getattr(lm.model, "generation_config", None), "eos_token_id", None)
-    if config_eos is not None:
-        ids |= {int(i) for i in (config_eos if isinstance(config_eos, list) else [config_eos])}
-    return ids
+    return set(turn_contract.eos_ids(lm.eot_token_id, model_config_eos(lm.model)))
 
 
 def vllm_model(lm: Any) -> Any | None:

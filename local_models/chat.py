@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from interrupt_bench import demonstrations, prompts
+from interrupt_bench import demonstrations, prompts, turn_contract
 from interrupt_bench.episodes import Episode
 from interrupt_bench.session import conversation
 
@@ -158,3 +158,15 @@ def turn_delta_ids(
         encode_prompt(tokenizer, d) if t == 0 else tokenizer.encode(d, add_special_tokens=False)
         for t, d in enumerate(deltas)
     ]
+
+
+def model_config_eos(model: Any) -> int | list[int] | None:
+    """The generation config's ``eos_token_id`` of a transformers model (a peft model
+    passes it through), or None."""
+    return getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+
+
+def hf_turn_contract(tokenizer: Any, model: Any, chat: bool) -> turn_contract.TurnContract:
+    """The turn contract (:mod:`interrupt_bench.turn_contract`) of a transformers model,
+    as the lm-eval hook keeps it on the session engine with the task's default stops."""
+    return turn_contract.turn_contract(chat, tokenizer.eos_token_id, model_config_eos(model))

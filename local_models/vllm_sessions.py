@@ -175,11 +175,9 @@ def run_on_vllm(
 
 def eos_ids_of(llm: Any) -> set[int]:
     """Every id that ends a turn on this vLLM model: the tokenizer's EOS and the
-    generation config's (Gemma lists two), as vLLM itself stops on them."""
-    tokenizer = llm.get_tokenizer()
-    ids = set() if tokenizer.eos_token_id is None else {int(tokenizer.eos_token_id)}
+    generation config's (Gemma lists two), as vLLM itself stops on them
+    (:func:`interrupt_bench.turn_contract.eos_ids`)."""
+    from interrupt_bench.turn_contract import eos_ids
+
     config = llm.llm_engine.model_config.try_get_generation_config() or {}
-    eos = config.get("eos_token_id")
-    if eos is not None:
-        ids |= {int(i) for i in (eos if isinstance(eos, list) else [eos])}
-    return ids
+    return set(eos_ids(llm.get_tokenizer().eos_token_id, config.get("eos_token_id")))

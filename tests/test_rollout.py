@@ -27,7 +27,9 @@ def test_loss_mask_covers_exactly_the_sampled_tokens(model_and_tokenizer, chat):
     model, tok = model_and_tokenizer
     rollouts = sample_sessions(model, tok, EPISODES, chat=chat, seed=0)
     for episode, transcript, session in zip(EPISODES, rollouts.transcripts, rollouts.sessions):
-        assert sum(session.sampled) == sum(transcript.n_tokens)
+        # Every sampled id is a counted token or the EOS that ended its turn.
+        eos = sum(1 for i, s in zip(session.ids, session.sampled) if s and i == tok.eos_token_id)
+        assert sum(session.sampled) == sum(transcript.n_tokens) + eos
         assert all(n <= b for n, b in zip(transcript.n_tokens, episode.turn_budgets()))
         # What is not sampled is exactly the template, turn by turn.
         template = [

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from interrupt_bench.demonstrations import DEFAULT_RULE, RULES
 from interrupt_bench.errors import ConfigError
 from training.rewards import BASELINES
 
@@ -44,6 +45,12 @@ class TrainConfig:
         "demonstration sessions before every session, as earlier chat turns: the lm-eval "
         "task's default (1), so training is asked what evaluation asks",
         min=0,
+    )
+    fewshot_rule: str = option(
+        DEFAULT_RULE,
+        "which train episodes become demonstrations (interrupt_bench.demonstrations.RULES; "
+        "the lm-eval task's default, so training is shown what evaluation shows)",
+        choices=tuple(RULES),
     )
     temperature: float = option(
         1.0, "sampling temperature of rollouts (log-probs use it too)", min=0.01
@@ -77,6 +84,14 @@ class TrainConfig:
     max_grad_norm: float = option(1.0, "gradient clipping (0 = off)", min=0.0)
     micro_batch_size: int = option(
         8, "sequences per forward/backward; the rest is accumulated", min=1
+    )
+    mixed_precision: str = option(
+        "auto",
+        "autocast dtype of rollouts and the loss: auto (bf16 where the hardware multiplies "
+        "it natively, as evaluation picks its dtype: `local_models.hardware.best_dtype`; "
+        "float32 elsewhere; an explicit `accelerate launch --mixed_precision` wins), bf16, "
+        "fp16 or no",
+        choices=("auto", "bf16", "fp16", "no"),
     )
     gradient_checkpointing: bool = option(
         False, "recompute activations in the backward pass (less memory, more time)"
@@ -203,6 +218,7 @@ RUN_SHAPE = (
     "dataset_config",
     "chat",
     "num_fewshot",
+    "fewshot_rule",
 )
 
 

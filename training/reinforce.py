@@ -40,7 +40,7 @@ from interrupt_bench.dataset import load_episodes
 from interrupt_bench.episodes import Episode
 from interrupt_bench.errors import InterruptBenchError
 from interrupt_bench.scoring import aggregate
-from local_models.hardware import cpu_has_bf16
+from local_models.hardware import best_dtype, cpu_has_bf16
 from training.checkpoints import (
     SetupError,
     checkpoint_dirs,
@@ -140,7 +140,9 @@ def setup(cfg: TrainConfig, held: ExitStack) -> Run:
     if trackers:
         accelerator.init_trackers("reinforce", config={k: str(v) for k, v in asdict(cfg).items()})
     shots = demonstrations.as_sessions(
-        demonstrations.from_dataset(cfg.dataset_path, cfg.dataset_config, cfg.num_fewshot)
+        demonstrations.from_dataset(
+            cfg.dataset_path, cfg.dataset_config, cfg.num_fewshot, rule=cfg.fewshot_rule
+        )
     )
     return Run(
         cfg, accelerator, model, tokenizer, optimizer, scheduler, train, val,
@@ -156,7 +158,11 @@ def make_accelerator(
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    accelerator = Accelerator(log_with=trackers or None, project_dir=str(output_dir))
+    accelerator = Accelerator(
+        log_with=trackers or None,
+        project_dir=str(output_dir),
+        mixed_precision=mixed_precision(cfg.mixed_precision),
+    )
     claim_output_dir(cfg, accelerator, output_dir, held)
     if accelerator.device.type == "cpu":
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -169,6 +175,19 @@ def make_accelerator(
             )
     set_seed(cfg.seed)
     return accelerator
+
+
+def mixed_precision(setting: str) -> str:
+    """The autocast dtype: ``setting``, or for ``auto`` what ``accelerate launch
+    --mixed_precision`` chose when it chose one, else bf16 where the hardware multiplies
+    it natively (:func:`local_models.hardware.best_dtype`, the evaluation's choice) and
+    no autocast elsewhere."""
+    if setting != "auto":
+        return setting
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if launched != "no":
+        return launched
+    return "bf16" if best_dtype() == "bfloat16" else "no"
 
 
 def reward_weights(cfg: TrainConfig) -> RewardWeights:

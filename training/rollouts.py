@@ -9,12 +9,13 @@ marks the tokens the model sampled, the only ones that enter the loss."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from interrupt_bench.episodes import Episode
 from interrupt_bench.session import SessionRun, Transcript, TurnResult
-from local_models.chat import turn_delta_ids
+from interrupt_bench.turn_contract import TurnContract
+from local_models.chat import hf_turn_contract, turn_delta_ids
 from local_models.engine import Ask, EngineStats, Generated, Sampling, SessionEngine
 
 
@@ -35,25 +36,48 @@ class SessionTokens:
 
 class RolloutSession:
     """One episode sampled on the session engine: its transcript (for the scorer) and its
-    token ids exactly as the model saw them, template deltas appended as rendered."""
+    token ids exactly as the model saw them, template deltas appended as rendered. Every
+    turn ends as evaluation ends it (``contract``: the stop strings and EOS ids of
+    :mod:`interrupt_bench.turn_contract`)."""
 
-    def __init__(self, run: SessionRun, deltas: list[list[int]]):
+    def __init__(
+        self,
+        run: SessionRun,
+        deltas: list[list[int]],
+        contract: TurnContract,
+        decode: Callable[[list[int]], str],
+    ):
         self.run, self.deltas, self.tokens = run, deltas, SessionTokens()
+        self.contract, self.decode = contract, decode
 
     def step(self, done: Generated | None) -> Ask | None:
         tokens = self.tokens
         if done is not None:
-            tokens.ids.extend(done.ids)
-            tokens.sampled.extend([True] * len(done.ids))
-            tokens.logprobs.extend(done.logprobs)
-            self.run.record(TurnResult(done.text, done.cut, n_tokens=len(done.ids)))
+            ids, logprobs = kept_ids(done, self.decode)
+            tokens.ids.extend(ids)
+            tokens.sampled.extend([True] * len(ids))
+            tokens.logprobs.extend(logprobs)
+            self.run.record(TurnResult(done.text, done.cut, n_tokens=done.n_tokens))
         request = self.run.next_request()
         if request is None:
             return None
         for t in range(tokens.turns_done, request.turn + 1):  # budget-0 turns included
             tokens.extend(self.deltas[t])
         tokens.turns_done = request.turn + 1
-        return Ask(list(tokens.ids), request.budget)
+        return Ask(list(tokens.ids), request.budget, self.contract.stop)
+
+
+def kept_ids(done: Generated, decode: Callable[[list[int]], str]) -> tuple[list[int], list[float]]:
+    """The ids of a turn that stay in the session, with their log-probs. A turn that a
+    stop string ended keeps its text up to the stop (evaluation sends the next turn that
+    text); the ids kept are the longest run whose decode that text starts with, so the
+    ids that wrote the stop string leave the context and the loss."""
+    if done.eos or done.cut or decode(done.ids) == done.text:
+        return done.ids, done.logprobs
+    n = len(done.ids)
+    while n > 0 and not done.text.startswith(decode(done.ids[:n])):
+        n -= 1
+    return done.ids[:n], done.logprobs[:n]
 
 
 @dataclass
@@ -85,10 +109,16 @@ def sample_sessions(
     with its current adapter, reproducibly from ``seed``, each after the demonstration
     sessions ``shots`` (their prefix is computed once and shared). The prompts are the
     ids the lm-eval hook sends for the same turns (:func:`local_models.chat.
-    turn_delta_ids`)."""
+    turn_delta_ids`), and every turn ends where the hook ends it (the same stop strings
+    and EOS ids: :func:`local_models.chat.hf_turn_contract`)."""
     runs = [SessionRun(ep, i) for i, ep in enumerate(episodes)]
+    contract = hf_turn_contract(tokenizer, model, chat)
+
+    def decode(ids: list[int]) -> str:
+        return tokenizer.decode(ids, skip_special_tokens=True)
+
     drivers = [
-        RolloutSession(run, turn_delta_ids(tokenizer, ep, chat, shots=shots))
+        RolloutSession(run, turn_delta_ids(tokenizer, ep, chat, shots=shots), contract, decode)
         for run, ep in zip(runs, episodes)
     ]
     if vllm is not None:
@@ -96,8 +126,8 @@ def sample_sessions(
         return Rollouts([r.transcript for r in runs], [d.tokens for d in drivers], stats)
     engine = SessionEngine(
         model,
-        lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
-        eos_ids=[] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id],
+        decode,
+        eos_ids=list(contract.eos_ids),
         batch_size=batch_size or max(len(episodes), 1),
         sampling=Sampling(greedy=greedy, temperature=temperature, seed=seed),
     )

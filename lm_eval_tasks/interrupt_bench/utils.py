@@ -89,11 +89,16 @@ class InterruptBenchTask(ConfigurableTask):
         return (self.config.metadata or {}).get("dataset_path") or HUB_DATASET_ID
 
     def demonstrations(self, k: int) -> list:
-        """The ``k`` oracle demonstration sessions from the config's train split (cached)."""
-        if self._shots is None or self._shots[0] != k:
+        """The ``k`` oracle demonstration sessions from the config's train split, chosen
+        by ``metadata.fewshot_rule`` (default: the core's, ``demonstrations.DEFAULT_RULE``)
+        (cached)."""
+        rule = (self.config.metadata or {}).get("fewshot_rule", demonstrations.DEFAULT_RULE)
+        if self._shots is None or self._shots[0] != (k, rule):
             config, split = self.config.dataset_name or "default", self.config.fewshot_split
-            shots = demonstrations.from_dataset(self._source(), config, k, split or "train")
-            self._shots = (k, shots)
+            shots = demonstrations.from_dataset(
+                self._source(), config, k, split or "train", rule=rule
+            )
+            self._shots = ((k, rule), shots)
         return self._shots[1]
 
     def fewshot_context(
