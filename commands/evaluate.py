@@ -37,9 +37,10 @@ class UsageError(InterruptBenchError):
 
 def check_args(args: argparse.Namespace) -> None:
     """Every value checked before any work: lm-eval would take ``--limit 0`` and a
-    negative ``--num-fewshot`` and report them as numbers, and an unknown dtype or an
-    ``--out`` that is a file would fail only after the build or deep in the model load."""
-    from local_models.registry import MODELS, get_model
+    negative ``--num-fewshot`` and report them as numbers, and an unknown dtype, an
+    ``--out`` that is a file or a ``--model`` directory that holds no model would fail
+    only after the build or deep in the model load."""
+    from local_models.registry import MODELS, get_model, model_dir_problem
 
     if args.limit < 1:
         raise UsageError(f"--limit is {args.limit}; give 1 or more test episodes per tier")
@@ -61,6 +62,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--out {out}: {parent} is not writable; pick another --out")
     if args.model not in MODELS and not Path(args.model).is_dir():
         get_model(args.model)  # raises the error that lists the known names
+    if args.model not in MODELS and (problem := model_dir_problem(args.model)):
+        raise UsageError(f"--model {problem}")  # lm-eval would fail on it after the build
 
 
 def main(argv: list[str] | None = None) -> int:

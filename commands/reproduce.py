@@ -559,8 +559,13 @@ def _run(args: argparse.Namespace) -> int:
                 f"--log {log}: no such file; pass the train_log.jsonl that "
                 "interrupt-bench-train wrote into its --output_dir"
             )
-        from training.report import plot_curves
+        from training.report import plot_curves, read_log
 
+        if not read_log(log):  # every line checked before anything is written
+            raise UsageError(
+                f"--log {log} holds no training steps; pass the train_log.jsonl of a run "
+                "that took at least one step"
+            )
         out.mkdir(parents=True, exist_ok=True)
         print(plot_curves(log, out / "figure1.png", "Figure 1: REINFORCE on interrupt-bench"))
         return 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -253,12 +254,39 @@ def hub_build_info(source: str) -> dict[str, Any] | None:
     return read_build_info(Path(path).parent)
 
 
+# Text a question must not hold: rendered into a prompt (``<question task=N>...</question>``
+# in a user turn; in plain mode a ``User:``/``Assistant:`` transcript under headings), it
+# would end the question early or start a turn the row wrote itself, e.g. a forged
+# ``Assistant:`` reply the model then takes for its own. No generated question holds any.
+FORGERIES = (
+    (re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]"), "a new line of the transcript"),
+    (re.compile(r"<\s*/?\s*question\b", re.IGNORECASE), "a question tag"),
+    (re.compile(r"\b(?:user|assistant|system)\s*:", re.IGNORECASE), "a turn of the transcript"),
+    (
+        re.compile(r"\b(?:the\s+real\s+session|example(?:\s+session)?\s+\d+\s*:)", re.IGNORECASE),
+        "a heading of the transcript",
+    ),
+)
+
+
+def forged_turn(question: str) -> tuple[str, str] | None:
+    """The first text in ``question`` that would forge prompt structure (see
+    :data:`FORGERIES`), with some of the text around it, and what a prompt would read it
+    as; None for an ordinary question."""
+    found = [(m, what) for pattern, what in FORGERIES if (m := pattern.search(question))]
+    if not found:
+        return None
+    match, what = min(found, key=lambda f: f[0].start())
+    return question[max(0, match.start() - 20) : match.end() + 30], what
+
+
 def check_rows(
     rows: Iterable[Mapping[str, Any]], source: str, config: str, split: str
 ) -> list[Episode]:
     """Every row as an Episode, each checked (``Episode.from_row``), all of the config
     and split asked for, within that config's budgets and families, with no episode id
-    twice: rows that would change the scores silently are refused here, naming the row."""
+    twice and no question that forges prompt structure (:func:`forged_turn`): rows that
+    would change the scores silently are refused here, naming the row."""
     described: EpisodeConfig | None = CONFIGS.get(config)
     if described is None:
         described = described_config(config, hub_build_info(source))
@@ -280,6 +308,14 @@ def check_rows(
             )
         seen.add(episode.episode_id)
         check_budgets(episode, described)
+        for task_id, task in enumerate(episode.tasks, start=1):
+            if forged := forged_turn(task.question):
+                text, what = forged
+                raise DatasetError(
+                    f"{where}: task {task_id}'s question holds {text!r}, which a prompt "
+                    f"would read as {what}, not as question text; no generated question "
+                    f"holds one; {fix}"
+                )
         episodes.append(episode)
     return episodes
 

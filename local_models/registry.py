@@ -156,6 +156,50 @@ def model_path(name_or_dir: str, root: Path | None = None, progress: bool = True
     return path
 
 
+# What transformers loads a model directory from: its config, its weights (one file, or
+# an index naming the shards) and a tokenizer.
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
+
+
+def model_dir_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is not a model directory transformers can load (None when it is): no
+    config.json, no weights, no tokenizer, or a LoRA adapter instead of a model."""
+    directory = Path(path)
+    if not directory.is_dir():
+        return f"{directory} is not a directory"
+    if not (directory / "config.json").exists() and (directory / "adapter_config.json").exists():
+        try:
+            base = json.loads((directory / "adapter_config.json").read_text())
+            base = base.get("base_model_name_or_path") or "BASE"
+        except (ValueError, AttributeError):
+            base = "BASE"
+        return (
+            f"{directory} holds a LoRA adapter (adapter_config.json), not a whole model; "
+            "evaluate it on its base model with `interrupt-bench-reproduce table2 --model "
+            f"pretrained={base},peft={directory}`"
+        )
+    missing = []
+    if not (directory / "config.json").exists():
+        missing.append("config.json")
+    if not any((directory / name).exists() for name in WEIGHT_FILES):
+        missing.append(f"weights ({' or '.join(WEIGHT_FILES[::2])})")
+    if not any((directory / name).exists() for name in TOKENIZER_FILES):
+        missing.append(f"tokenizer ({' or '.join(TOKENIZER_FILES[:2])})")
+    if missing:
+        return (
+            f"{directory} is not a model directory: it has no {', no '.join(missing)}; pass "
+            "a directory written by save_pretrained (model and tokenizer) or a name from "
+            "`interrupt-bench-models list`"
+        )
+    return None
+
+
 def has_chat_template(path: str | os.PathLike) -> bool:
     """Whether a model directory carries a chat template (else it runs in plain mode)."""
     directory = Path(path)

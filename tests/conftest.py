@@ -1,4 +1,5 @@
 import os
+import re
 import socket
 import subprocess
 import time
@@ -24,6 +25,18 @@ settings.load_profile("interrupt_bench")
 SMALL = {"train": 30, "validation": 10, "test": 20}
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_CONFIGS = ("default", "tasks2_budget0to50", "tasks10_budget50to200", "easy")
+
+
+def samples_file(out: Path, task: str) -> Path:
+    """The ``--log_samples`` file lm-eval wrote for exactly ``task`` under ``out``:
+    ``samples_{task}_{date}.jsonl``, the date lm-eval's ISO stamp (no underscore). A glob
+    ``samples_{task}_*`` would also match a task whose name extends ``task``
+    (``interrupt_bench`` matches ``interrupt_bench_controls``), and which one came first
+    would depend on directory order."""
+    pattern = re.compile(rf"samples_{re.escape(task)}_\d{{4}}-\d\d-\d\dT[\d.-]+\.jsonl")
+    found = [p for p in out.rglob("samples_*.jsonl") if pattern.fullmatch(p.name)]
+    assert len(found) == 1, f"expected one samples file of {task} under {out}, found {found}"
+    return found[0]
 
 
 def free_port() -> int:

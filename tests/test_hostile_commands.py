@@ -254,3 +254,69 @@ def test_the_installed_commands_print_one_line(command, argv, message, tmp_path)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
     assert not (tmp_path / "o").exists()
+
+
+def _not_built(*args, **kwargs):
+    raise AssertionError("the dataset was built for a command that should have been refused")
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({}, "is not a model directory: it has no config.json, no weights (model.safetensors"),
+        ({"config.json": "{}", "tokenizer.json": "{}"}, "it has no weights (model.safetensors"),
+        ({"config.json": "{}", "model.safetensors": "x"}, "it has no tokenizer (tokenizer.json"),
+        (
+            {"adapter_config.json": '{"base_model_name_or_path": "org/base"}',
+             "adapter_model.safetensors": "x", "tokenizer.json": "{}"},
+            "holds a LoRA adapter (adapter_config.json), not a whole model; evaluate it on its "
+            "base model with `interrupt-bench-reproduce table2 --model pretrained=org/base,peft=",
+        ),
+    ],
+)  # fmt: skip
+def test_eval_refuses_a_directory_that_holds_no_model_before_the_build(
+    files, message, tmp_path, capsys, monkeypatch
+):
+    """``--model DIR`` of a directory transformers cannot load a model from: one line
+    before the dataset build (~20 s) and lm-eval's traceback, nothing written."""
+    import dataset_builder
+
+    monkeypatch.setattr(dataset_builder, "build_dataset", _not_built)
+    model = tmp_path / "not-a-model"
+    model.mkdir()
+    for name, text in files.items():
+        (model / name).write_text(text)
+    out = tmp_path / "build"
+    code = evaluate.main(["--model", str(model), "--out", str(out)])
+    line = _one_line(capsys, code, message)
+    assert line.startswith(f"[main] error: --model {model} "), line
+    assert not out.exists()
+
+
+def test_eval_takes_the_model_directories_this_project_writes(tiny_model, mini):
+    """save_pretrained's directories (the tiny Llama, a reference model) pass the check."""
+    from local_models.registry import model_dir_problem
+
+    assert model_dir_problem(tiny_model) is None
+    assert model_dir_problem(mini) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"step": 1}\n{"step": 2, "rew\n{"step": 3}\n', "line 2 is not JSON"),
+        ('{"step": 1}\n{"step": 2, "rew', "line 2 is not JSON (cut off: a write that did not"),
+        ('{"step": 1}\n["a list"]\n', "line 2 is not a training step's record (step is None)"),
+        ('{"step": 1}\n{"reward": 0.5}\n', "line 2 is not a training step's record"),
+        ("", "holds no training steps; pass the train_log.jsonl of a run"),
+        ("\n\n", "holds no training steps"),
+    ],
+)
+def test_figure1_refuses_a_bad_or_empty_log_naming_file_and_line(text, message, tmp_path, capsys):
+    log = tmp_path / "train_log.jsonl"
+    log.write_text(text)
+    out = tmp_path / "out"
+    code = reproduce.main(["figure1", "--log", str(log), "--out", str(out)])
+    line = _one_line(capsys, code, message)
+    assert str(log) in line, line
+    assert not out.exists()  # nothing written

@@ -22,7 +22,7 @@ from lm_eval_tasks import include_path
 from lm_eval_tasks.hook import check_generation_settings, stop_strings
 from local_models.engine import Sampling
 
-from .conftest import ROOT
+from .conftest import ROOT, samples_file
 
 TASK = "interrupt_bench_tasks2_budget0to50"  # two questions, budgets up to 50: quick turns
 GENERATING = "interrupt_bench turns"  # the progress bar of the turns being generated
@@ -52,7 +52,7 @@ def assert_one_line_refusal(proc: subprocess.CompletedProcess, *needles: str) ->
 
 
 def logged_sessions(out: Path) -> list[dict]:
-    samples = next(out.rglob("samples_*.jsonl")).read_text().splitlines()
+    samples = samples_file(out, TASK).read_text().splitlines()
     return [
         session
         for line in samples
@@ -261,3 +261,29 @@ def test_predict_only_writes_the_transcripts_and_no_scores(tiny_model, small_dat
     results = json.loads(next(out.rglob("results_*.json")).read_text())["results"][TASK]
     metrics = {key.split(",")[0] for key in results if "," in key}  # "metric,filter"
     assert metrics == {"bypass", "bypass_stderr"}, results
+
+
+# -- the --log_samples file of one task ----------------------------------------------------
+
+
+@pytest.mark.parametrize("order", [sorted, lambda paths: sorted(paths, reverse=True)])
+def test_a_tasks_samples_file_is_found_by_its_exact_name(tmp_path, monkeypatch, order):
+    """``samples_interrupt_bench_*`` also matches ``samples_interrupt_bench_controls_*``:
+    the file found must not depend on the order the directory lists them in."""
+    from .test_vllm import sessions
+
+    run = tmp_path / "out" / "model"
+    run.mkdir(parents=True)
+    for task, episode in (("interrupt_bench", "mine"), ("interrupt_bench_controls", "other")):
+        resp = json.dumps({"sessions": [{"episode_id": episode}]})
+        line = json.dumps({"resps": [[resp]], "filter": "strict"})
+        (run / f"samples_{task}_2026-01-02T03-04-05.678901.jsonl").write_text(line + "\n")
+    listed = Path.rglob
+    monkeypatch.setattr(Path, "rglob", lambda self, pattern: iter(order(listed(self, pattern))))
+    out = tmp_path / "out"
+    assert samples_file(out, "interrupt_bench").name.startswith("samples_interrupt_bench_2026")
+    assert samples_file(out, "interrupt_bench_controls").name.startswith(
+        "samples_interrupt_bench_controls_2026"
+    )
+    assert sessions(out, "interrupt_bench") == [{"episode_id": "mine"}]
+    assert sessions(out, "interrupt_bench_controls") == [{"episode_id": "other"}]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -122,6 +123,26 @@ def test_resume_and_overwrite_together_are_refused():
     with pytest.raises(ConfigError, match="`resume` and `overwrite_output_dir` cannot both"):
         parse_config(["--model_name_or_path", "m", "--resume", "true",
                       "--overwrite_output_dir", "true"])  # fmt: skip
+
+
+def test_every_reward_weight_zero_is_refused_before_anything_runs(tmp_path, capsys):
+    """A constant reward trains nothing (loss 0, gradient 0) yet saves an adapter: refused
+    in config validation with one line, before the output_dir or a model is touched."""
+    from interrupt_bench.errors import ConfigError
+    from training.config import parse_config
+    from training.reinforce import train
+
+    message = "every reward weight is 0 (reward_accuracy, reward_reattempts, "
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config(["--model_name_or_path", "m", "--reward_accuracy", "0"])
+    out = tmp_path / "out"
+    assert train(["--model_name_or_path", "m", "--output_dir", str(out),
+                  "--reward_accuracy", "0.0", "--reward_reattempts", "0"]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "--reward_accuracy 1" in err[0], err
+    assert not out.exists()
+    # one weight, of any term and sign, is a reward that varies
+    parse_config(["--model_name_or_path", "m", "--reward_accuracy", "0", "--reward_format", "-1"])
 
 
 def test_a_second_run_into_a_busy_output_dir_is_refused_naming_the_holder(

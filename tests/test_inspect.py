@@ -28,7 +28,7 @@ from interrupt_bench.scoring import lm_eval_metrics
 from interrupt_bench.session import user_message
 from lm_eval_tasks import TASKS_DIR
 
-from .conftest import ROOT, free_port, wait_until_serving
+from .conftest import ROOT, free_port, samples_file, wait_until_serving
 
 pytest.importorskip("inspect_ai")
 
@@ -350,7 +350,7 @@ def test_the_entry_point_names_the_namespace():
 
 def _lm_eval_sessions(out: Path) -> dict[str, dict]:
     """Episode id -> the interrupted session lm-eval logged (``--log_samples``, strict)."""
-    (path,) = out.rglob("samples_interrupt_bench_*.jsonl")
+    path = samples_file(out, "interrupt_bench")
     sessions = {}
     for line in path.read_text().splitlines():
         sample = json.loads(line)

@@ -13,7 +13,7 @@ import pytest
 
 from lm_eval_tasks import include_path
 
-from .conftest import free_port, wait_until_serving
+from .conftest import free_port, samples_file, wait_until_serving
 from .test_lm_eval_cli import run_lm_eval
 
 SERVE = Path(sys.executable).with_name("transformers")
@@ -64,7 +64,7 @@ def test_local_chat_completions_end_to_end(server, tiny_model, small_dataset, tm
     out = tmp_path / "out"
     result = run_lm_eval(*_api_args(tiny_model, port, small_dataset, out, 3))
     assert result.returncode == 0, result.stderr[-3000:]
-    logged = [json.loads(x) for x in next(out.rglob("samples_*.jsonl")).read_text().splitlines()]
+    logged = [json.loads(x) for x in samples_file(out, "interrupt_bench").read_text().splitlines()]
     samples = [s for s in logged if s["filter"] == "strict"]  # logged once per filter
     assert len(samples) == 3 and len(logged) == 6
     sent = sum(b > 0 for s in samples for b in s["doc"]["budgets"] + [s["doc"]["closing_budget"]])

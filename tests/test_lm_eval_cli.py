@@ -9,7 +9,7 @@ import pytest
 
 from lm_eval_tasks import include_path
 
-from .conftest import ROOT
+from .conftest import ROOT, samples_file
 
 METRICS = [
     "accuracy",
@@ -60,7 +60,7 @@ def test_lm_eval_cli_end_to_end(tiny_model, small_dataset, tmp_path, chat):
     assert results["accuracy_stderr,strict"] != "N/A"
 
     logged = [
-        json.loads(line) for line in next(out.rglob("samples_*.jsonl")).read_text().splitlines()
+        json.loads(line) for line in samples_file(out, "interrupt_bench").read_text().splitlines()
     ]
     assert sorted(s["filter"] for s in logged) == ["flexible"] * 6 + ["strict"] * 6
     samples = [s for s in logged if s["filter"] == "strict"]
@@ -101,7 +101,7 @@ def test_num_fewshot_puts_demonstration_sessions_before_the_real_one(
     report = json.loads(next(out.rglob("results_*.json")).read_text())
     assert report["n-shot"]["interrupt_bench"] == 2
     closing = "No more questions will come."
-    samples = [json.loads(x) for x in next(out.rglob("samples_*.jsonl")).read_text().splitlines()]
+    samples = [json.loads(x) for x in samples_file(out, "interrupt_bench").read_text().splitlines()]
     for sample in samples:
         session = json.loads(sample["resps"][0][0])["sessions"][0]
         first = next(t for t in session["turns"] if t["prompt"])

@@ -1,13 +1,16 @@
 """The trainer's library modules without a launch: validation metrics reduced by name
 through the core's aggregation, the trainer state a checkpoint carries, checkpoint
-rotation, the output_dir refusal and the first-step log-prob check."""
+rotation, the output_dir refusal, the first-step log-prob check, and ``--resume true``
+cutting the logs back to the checkpoint."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,6 +20,7 @@ from training.checkpoints import (
     SetupError,
     check_output_dir,
     checkpoint_dirs,
+    resume,
     save_checkpoint,
 )
 from training.config import TrainConfig
@@ -138,3 +142,78 @@ def test_logprob_check_logs_its_figures_and_stops_a_misaligned_loss():
     with pytest.raises(RuntimeError, match="would train on other tokens"):
         check_logprobs(torch.full((10,), 1.3), "bf16", lines.append)
     assert lines[-1].endswith("MISMATCH")
+
+
+# --- --resume true: the logs cut back to the checkpoint ----------------------------------
+
+
+class _ResumingAccelerator(_Accelerator):
+    def load_state(self, where: str) -> None:
+        assert (Path(where) / "model.safetensors").exists()
+
+
+def _killed_run(tmp_path: Path, train_log: str, samples: str) -> SimpleNamespace:
+    """A run as `--max_steps 4 --save_every 2 --sample_every 1` leaves it when killed after
+    step 4's samples and before its checkpoint: checkpoints 1 and 2 (save_total_limit 2),
+    steps 0-4 in train_log.jsonl (0: the starting policy's validation), 1-4 in samples."""
+    for step in (1, 2):
+        save_checkpoint(_Accelerator(), tmp_path, TrainState(step=step), limit=2)
+    (tmp_path / "train_log.jsonl").write_text(train_log)
+    (tmp_path / "samples.jsonl").write_text(samples)
+    said: list[str] = []
+    return SimpleNamespace(
+        output_dir=tmp_path,
+        accelerator=_ResumingAccelerator(),
+        log_path=tmp_path / "train_log.jsonl",
+        log=said.append,
+        said=said,
+    )
+
+
+def _lines(steps, **extra) -> str:
+    return "".join(json.dumps({"step": s, "reward": 0.5, **extra}) + "\n" for s in steps)
+
+
+def _steps(path: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in path.read_text().splitlines()]
+
+
+def test_resume_cuts_samples_back_to_the_checkpoint_like_the_train_log(tmp_path):
+    """Both logs end at the checkpoint's step, so the steps taken again appear once."""
+    run = _killed_run(tmp_path, _lines(range(5)), _lines(range(1, 5), outputs=["x"]))
+    assert resume(run).step == 2
+    assert _steps(tmp_path / "train_log.jsonl") == [0, 1, 2]
+    assert _steps(tmp_path / "samples.jsonl") == [1, 2]
+
+
+def test_resume_drops_a_cut_off_last_log_line_with_a_warning_naming_the_file(tmp_path):
+    """A torn write (a kill or a full disk mid-line) leaves half a record at the end."""
+    torn = _lines(range(4)) + '{"step": 4, "rew'
+    run = _killed_run(tmp_path, torn, _lines(range(1, 5))[:-10])
+    check_output_dir(TrainConfig(model_name_or_path="m", resume=True), tmp_path)
+    assert resume(run).step == 2
+    assert _steps(tmp_path / "train_log.jsonl") == [0, 1, 2]
+    assert _steps(tmp_path / "samples.jsonl") == [1, 2]
+    warnings = [line for line in run.said if "cut-off line" in line]
+    assert len(warnings) == 2, run.said
+    assert str(tmp_path / "train_log.jsonl") in warnings[0]
+    assert str(tmp_path / "samples.jsonl") in warnings[1]
+
+
+@pytest.mark.parametrize("bad", ['{"step": 2, "rew', "[1, 2]", '{"reward": 0.5}', "\x00\x00"])
+@pytest.mark.parametrize("log", ["train_log.jsonl", "samples.jsonl"])
+def test_resume_refuses_a_bad_log_line_in_the_middle_naming_file_and_line(tmp_path, bad, log):
+    """Not a torn tail: refused, naming file and line, before the model loads (the output
+    dir check) and with nothing changed."""
+    logs = {"train_log.jsonl": _lines(range(5)), "samples.jsonl": _lines(range(1, 5))}
+    lines = logs[log].splitlines(keepends=True)
+    logs[log] = "".join([*lines[:2], bad + "\n", *lines[2:]])
+    run = _killed_run(tmp_path, logs["train_log.jsonl"], logs["samples.jsonl"])
+    where = re.escape(str(tmp_path / log))
+    message = rf"{where} line 3 is not a step's JSON record .*Nothing was changed\.$"
+    with pytest.raises(SetupError, match=message):
+        check_output_dir(TrainConfig(model_name_or_path="m", resume=True), tmp_path)
+    with pytest.raises(SetupError, match=message):
+        resume(run)
+    assert (tmp_path / "train_log.jsonl").read_text() == logs["train_log.jsonl"]
+    assert (tmp_path / "samples.jsonl").read_text() == logs["samples.jsonl"]

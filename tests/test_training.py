@@ -81,9 +81,9 @@ def _run(cmd, timeout=1200, env=None):
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
-def _log(out):
+def _log(out, name="train_log.jsonl"):
     """The training steps' rows (step 0, the starting policy's validation, left out)."""
-    rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (out / name).read_text().splitlines()]
     return [r for r in rows if r["step"] > 0]
 
 
@@ -193,6 +193,7 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tiny_model, small_dataset,
     # resumed run must restore weights, optimizer and RNG exactly.
     extra = ("--max_steps", "5", "--save_every", "2", "--eval_every", "0")
     extra += ("--lora_dropout", "0.1", "--reward_format", "1.0", "--baseline", "none")
+    extra += ("--sample_every", "1")  # steps taken again must not be logged twice
     straight = tmp_path / "straight"
     proc = _run([sys.executable, SCRIPT, *_args(tiny_model, small_dataset, straight, *extra)])
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -229,6 +230,8 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tiny_model, small_dataset,
     assert [r["step"] for r in b] == [1, 2, 3, 4, 5]
     assert any(r["grad_norm"] > 0 for r in a[2:]), [(r["loss"], r["grad_norm"]) for r in a]
     assert a == b
+    assert [r["step"] for r in _log(killed, "samples.jsonl")] == [1, 2, 3, 4, 5]
+    assert _log(killed, "samples.jsonl") == _log(straight, "samples.jsonl")
 
     # A truncated checkpoint is named, and the previous complete one is offered.
     checkpoints = sorted((straight / "checkpoints").glob("step-*"))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import samples_file
 from .test_lm_eval_cli import ROOT, include_path
 
 pytestmark = [
@@ -53,7 +54,7 @@ def lm_args(model: Path, dataset: Path, out: Path, *extra: str, backend: str = "
 def sessions(out: Path, task: str) -> list[dict]:
     """Every session the run logged for ``task``, in document order."""
     found = []
-    path = next(out.rglob(f"samples_{task}_*.jsonl"))
+    path = samples_file(out, task)
     for line in path.read_text().splitlines():
         sample = json.loads(line)
         resp = sample["resps"][0]

@@ -6,8 +6,9 @@ would continue it), unless ``--overwrite_output_dir true`` clears it first.
 :func:`save_checkpoint` writes accelerate's state plus :class:`~training.state.TrainState`
 under a temporary name and renames it, so a kill never leaves half a checkpoint, and
 keeps the newest ``save_total_limit``; :func:`resume` loads the newest one and cuts the
-log back to its step. ``best/`` holds the adapter with the best validation reward, which
-the collapse guard restores (:func:`restore_best`).
+logs (``train_log.jsonl``, ``samples.jsonl``) back to its step. ``best/`` holds the
+adapter with the best validation reward, which the collapse guard restores
+(:func:`restore_best`).
 """
 
 from __future__ import annotations
@@ -116,6 +117,9 @@ def check_output_dir(cfg: TrainConfig, output_dir: Path) -> None:
                 f"({'; '.join(changes)}); resume with that run's values, or start a new run "
                 "with --overwrite_output_dir true or another --output_dir. Nothing was changed."
             )
+    if cfg.resume and checkpoint_dirs(output_dir):
+        for name in STEP_LOGS:  # a damaged log is named now, before the model loads
+            read_step_log(output_dir / name)
 
 
 def claim_output_dir(cfg: TrainConfig, accelerator: Any, output_dir: Path, held: ExitStack) -> None:
@@ -157,23 +161,71 @@ def save_checkpoint(accelerator: Any, output_dir: Path, state: TrainState, limit
 
 def resume(run: Run) -> TrainState:
     """Load the newest checkpoint into the run's model, optimizer, scheduler and RNGs, and
-    cut ``train_log.jsonl`` back to its step (the steps after it are taken again). A
-    checkpoint that does not load is named with what to do instead."""
+    cut ``train_log.jsonl`` and ``samples.jsonl`` back to its step (the steps after it are
+    taken again, and written again). A checkpoint that does not load is named with what to
+    do instead; so is a log line that is not a step's record, except a cut-off last line
+    (a write a kill or a full disk stopped), which is dropped with a warning."""
     latest = checkpoint_dirs(run.output_dir)[-1]
+    logs = {}
+    if run.accelerator.is_main_process:  # every log read before anything is loaded or cut
+        logs = {
+            path: read_step_log(path)
+            for path in (run.output_dir / name for name in STEP_LOGS)
+            if path.exists()
+        }
     try:
         run.accelerator.load_state(str(latest))
         state = TrainState.from_json((latest / "trainer_state.json").read_text())
     except Exception as exc:  # a truncated or edited checkpoint: name it, offer the rest
         raise _unloadable(latest, exc, checkpoint_dirs(run.output_dir)[:-1]) from None
     run.log(f"resumed from {latest} (step {state.step})")
-    if run.accelerator.is_main_process and run.log_path.exists():  # drop later steps
-        lines = [
-            ln
-            for ln in run.log_path.read_text().splitlines()
-            if json.loads(ln)["step"] <= state.step
-        ]
-        run.log_path.write_text("".join(ln + "\n" for ln in lines))
+    for path, (records, torn) in logs.items():  # drop later steps
+        if torn:
+            run.log(
+                f"warning: {path} ends in a cut-off line (a write that did not finish: "
+                f"{torn[:80]!r}); dropped it"
+            )
+        kept = [line for step, line in records if step <= state.step]
+        path.write_text("".join(line + "\n" for line in kept))
     return state
+
+
+# The logs a run appends one JSON record per line to, each with its "step".
+STEP_LOGS = ("train_log.jsonl", "samples.jsonl")
+
+
+def read_step_log(path: Path) -> tuple[list[tuple[int, str]], str]:
+    """Each record of a step log (``train_log.jsonl``, ``samples.jsonl``) with its step,
+    and the last line when it is cut off (a torn write: a kill or a full disk stopped
+    it; "" when none). A line in the middle that is not a record with a step raises
+    :class:`SetupError` naming the file and the line."""
+    if not path.exists():
+        return [], ""
+    lines = path.read_text(errors="replace").splitlines()
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    records: list[tuple[int, str]] = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            if i == last:  # cut off mid-record: the write never finished
+                return records, line
+            raise _bad_log_line(path, i, str(exc)) from None
+        step = record.get("step") if isinstance(record, dict) else None
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise _bad_log_line(path, i, f"step is {step!r}" if step is not None else "no step")
+        records.append((step, line))
+    return records, ""
+
+
+def _bad_log_line(path: Path, i: int, why: str) -> SetupError:
+    return SetupError(
+        f"{path} line {i + 1} is not a step's JSON record ({why[:120]}); --resume true cuts "
+        "this log back to the checkpoint's step: repair or delete that line, or start over "
+        "with --overwrite_output_dir true. Nothing was changed."
+    )
 
 
 def _unloadable(latest: Path, exc: Exception, earlier: list[Path]) -> SetupError:

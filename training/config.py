@@ -200,6 +200,13 @@ class TrainConfig:
                 "`resume` and `overwrite_output_dir` cannot both be true: resume continues the "
                 "run in output_dir, overwrite_output_dir replaces it; pass one of them"
             )
+        weights = [f.name for f in dataclasses.fields(self) if f.name.startswith("reward_")]
+        if not any(getattr(self, name) for name in weights):
+            raise ConfigError(
+                f"every reward weight is 0 ({', '.join(weights)}): the reward is constant, "
+                "so the policy gradient is 0 and nothing is learned; set at least one, e.g. "
+                "--reward_accuracy 1"
+            )
         if self.baseline == "rloo" and self.samples_per_episode < 2:
             raise ConfigError(
                 "baseline `rloo` needs samples_per_episode >= 2 (or use group_mean/running_mean)"

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from interrupt_bench.errors import InterruptBenchError
+
 PANELS = (
     ("reward", "val_reward"),
     ("accuracy", "val_accuracy"),
@@ -31,8 +33,33 @@ def running_mean(values: list[float], window: int) -> list[float]:
     return out
 
 
+class LogError(InterruptBenchError):
+    """A training log line that is not a step's JSON record: named with its file and line."""
+
+
 def read_log(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """Every step's record of a ``train_log.jsonl``; a line that is not one raises
+    :class:`LogError` naming the file and the line."""
+    lines = Path(path).read_text(errors="replace").splitlines()
+    rows = []
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            cut = " (cut off: a write that did not finish)" if i == len(lines) else ""
+            raise LogError(
+                f"{path} line {i} is not JSON{cut} ({str(exc)[:100]}); repair or delete that line"
+            ) from None
+        step = row.get("step") if isinstance(row, dict) else None
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise LogError(
+                f"{path} line {i} is not a training step's record (step is {step!r}); pass a "
+                "train_log.jsonl written by interrupt-bench-train, or delete that line"
+            )
+        rows.append(row)
+    return rows
 
 
 def plot_curves(log_path: Path, png: Path, title: str = "REINFORCE on interrupt-bench") -> Path:
