@@ -5,8 +5,9 @@ Each sample's score is a dict under the lm-eval metric names (``accuracy``,
 ``score_episode`` on the sessions the solver played. lm-eval averages some of them over
 episodes and sums others as ratios (the resumption rate and the per-family accuracies
 weigh every task, not every episode); here the means get Inspect's ``mean()`` and
-``stderr()``, and each ratio gets :func:`ratio`, which sums the numerators and the
-denominators the sample's metadata carries, so both harnesses report the same number."""
+``stderr()`` (of the epoch-reduced scores), and each ratio gets :func:`ratio`, which sums
+the numerators and the denominators the sample's metadata carries over every sample and
+every epoch, so both harnesses report the same number."""
 
 from __future__ import annotations
 
@@ -34,10 +35,14 @@ from interrupt_bench.episodes import Episode
 from interrupt_bench.scoring import lm_eval_metrics, merge_scores, score_episode
 
 
-@metric
+@metric(scores="unreduced")
 def ratio(key: str) -> Metric:
     """Sum of numerators over sum of denominators of ``key`` (lm-eval's ``utils.ratio``):
-    the pairs are in each score's ``metadata["ratios"]``."""
+    the pairs are in each score's ``metadata["ratios"]``.
+
+    With ``--epochs N`` the sums run over every epoch of every sample, as lm-eval's run
+    over every document: Inspect's epoch reducer keeps the first epoch's metadata only,
+    so the metric asks for the scores before reduction (``scores="unreduced"``)."""
 
     def compute(scores: list[SampleScore]) -> float:
         num = den = 0.0

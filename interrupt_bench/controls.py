@@ -22,11 +22,14 @@ def check_budget_cap(value: object, where: str = "metadata budget_cap") -> int:
     The cap is a token count from 1 to ``MAX_BUDGET``: a cap of 0 or below would leave
     every budget as it is (``nocut`` would replay the interrupted session and the
     interruption cost would read 0), and ``true`` is a boolean that ``int()`` reads as 1.
-    A whole number written as text (``"256"``) is accepted, as ``int()`` accepted it."""
+    A whole number written as text (``"256"``) is accepted, as ``int()`` accepted it, and
+    so is a float that is a whole number (``256.0``, as JSON and YAML may write it)."""
     cap: int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
         cap = value
-    elif isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+    elif (isinstance(value, float) and value.is_integer()) or (
+        isinstance(value, str) and value.strip().lstrip("+-").isdigit()
+    ):
         cap = int(value)
     if cap is None or not 1 <= cap <= MAX_BUDGET:
         try:
@@ -76,7 +79,7 @@ def labelled_sessions(
         return [("single", s) for s in single(episode, cap)]
     if condition == PAIRED:
         return [pair for c in CONDITIONS for pair in labelled_sessions(episode, c, cap)]
-    raise ValueError(
+    raise ConfigError(
         f"unknown condition {condition!r}; use one of {', '.join((*CONDITIONS, PAIRED))}"
     )
 

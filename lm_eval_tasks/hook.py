@@ -122,7 +122,10 @@ def shares_budgets(mode: str) -> bool:
     session engine for local Hugging Face models (which cuts on the generated ids) and
     with exact per-request budgets on every other backend."""
     if mode not in TURN_BATCHING:
-        raise ValueError(f"turn_batching must be one of {TURN_BATCHING}, got {mode!r}")
+        raise ConfigError(
+            f"metadata turn_batching is {json.dumps(mode)}; use auto (the session engine on "
+            "hf, exact elsewhere), exact or shared"
+        )
     return mode == "shared"
 
 

@@ -15,13 +15,13 @@ from lm_eval.api.task import ConfigurableTask
 
 from interrupt_bench import demonstrations
 from interrupt_bench.config import families_of
-from interrupt_bench.controls import CONTROL_BUDGET, check_budget_cap
-from interrupt_bench.costs import paired_items, split_by_condition
+from interrupt_bench.controls import CONDITIONS, CONTROL_BUDGET, PAIRED, check_budget_cap
+from interrupt_bench.costs import is_cost, paired_items, paired_metrics, split_by_condition
 from interrupt_bench.dataset import HUB_DATASET_ID, check_rows, load_rows
 from interrupt_bench.episodes import Episode
 from interrupt_bench.errors import ConfigError
-from interrupt_bench.scoring import merge_scores, ratio_of_sums, score_episode
-from lm_eval_tasks.hook import REQUEST_TYPE, install, request_args
+from interrupt_bench.scoring import lm_eval_metrics, merge_scores, ratio_of_sums, score_episode
+from lm_eval_tasks.hook import REQUEST_TYPE, TURN_BATCHING, install, request_args
 
 install()
 
@@ -47,6 +47,8 @@ class InterruptBenchTask(ConfigurableTask):
 
     def __init__(self, config: dict | None = None, **kwargs):
         config = {k: v for k, v in (config or {}).items() if k != "class"}
+        check_metadata(config.get("metadata") or {})  # before the data or any model call
+        config["metric_list"] = condition_metric_list(config)
         # lm-eval calls ``custom_dataset(**metadata, **dataset_kwargs)``: hand it the
         # YAML's ``dataset_name`` and split, so each fact stays in its usual YAML key
         config["dataset_kwargs"] = {
@@ -92,6 +94,7 @@ class InterruptBenchTask(ConfigurableTask):
         """The ``k`` oracle demonstration sessions from the config's train split, chosen
         by ``metadata.fewshot_rule`` (default: the core's, ``demonstrations.DEFAULT_RULE``)
         (cached)."""
+        check_num_fewshot(k)
         rule = (self.config.metadata or {}).get("fewshot_rule", demonstrations.DEFAULT_RULE)
         if self._shots is None or self._shots[0] != (k, rule):
             config, split = self.config.dataset_name or "default", self.config.fewshot_split
@@ -118,11 +121,7 @@ class InterruptBenchTask(ConfigurableTask):
         if chosen == "auto":
             multiturn = chat if self._multiturn is None else self._multiturn
             return "turns" if multiturn or not chat else "system"
-        if chosen not in demonstrations.PLACEMENTS:
-            raise ValueError(
-                f"metadata fewshot_placement must be auto or one of {demonstrations.PLACEMENTS},"
-                f" got {chosen!r}"
-            )
+        check_metadata({"fewshot_placement": chosen})
         return chosen
 
     def process_results(self, doc: dict, results: list[str]) -> dict:
@@ -165,16 +164,94 @@ class InterruptBenchTask(ConfigurableTask):
         )
 
 
+MAX_CACHE_GB = 2**20  # GiB (1 PiB): a KV bound above it is a typo, not a memory size
+
+
 def check_cache_gb(value: object) -> float:
     """``metadata.max_cache_gb``, the session engine's KV bound in GiB, as a float; or
-    ConfigError naming the value and the fix."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 2**20:
+    ConfigError naming the value, the accepted range and the fix."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < MAX_CACHE_GB:
         return float(value)
     raise ConfigError(
-        f"metadata max_cache_gb is {json.dumps(value)}; it is the session engine's KV cache "
-        "bound in GiB, a number above 0 (leave it out for the default: half the free "
-        "accelerator memory, or a quarter of RAM on the CPU)"
+        f"metadata max_cache_gb is {_shown(value)}; it is the session engine's KV cache "
+        f"bound in GiB, a number above 0 and below {MAX_CACHE_GB} (leave it out for the "
+        "default: half the free accelerator memory, or a quarter of RAM on the CPU)"
     )
+
+
+def _shown(value: object) -> str:
+    """A metadata value as the user wrote it in JSON or YAML (``true``, ``"abc"``)."""
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+FEWSHOT_PLACEMENTS = ("auto", *demonstrations.PLACEMENTS)
+
+
+def check_metadata(meta: dict) -> None:
+    """Every setting of ``--metadata`` (or the YAML's ``metadata``) that the sessions
+    read, checked when the task is built, before its data is loaded or any model call:
+    ConfigError in one line naming the value and what to write instead."""
+    choices = {
+        "condition": (
+            (*CONDITIONS, PAIRED),
+            "interrupted (the benchmark), nocut, single, or paired (all three, with the "
+            "paired costs)",
+        ),
+        "fewshot_placement": (
+            FEWSHOT_PLACEMENTS,
+            "auto (lm-eval's convention), turns (chat turns) or system (in the system prompt)",
+        ),
+        "turn_batching": (
+            TURN_BATCHING,
+            "auto (the session engine on hf, exact elsewhere), exact or shared",
+        ),
+    }
+    for key, (allowed, hint) in choices.items():
+        value = meta.get(key, allowed[0])
+        if not isinstance(value, str) or value not in allowed:
+            raise ConfigError(f"metadata {key} is {_shown(value)}; use {hint}")
+    demonstrations.check_rule(meta.get("fewshot_rule", demonstrations.DEFAULT_RULE))
+    if "budget_cap" in meta:
+        check_budget_cap(meta["budget_cap"])
+    if meta.get("max_cache_gb") is not None:
+        check_cache_gb(meta["max_cache_gb"])
+
+
+def check_num_fewshot(k: object) -> None:
+    """``--num_fewshot``: a whole number of demonstration sessions, 0 or more."""
+    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        raise ConfigError(
+            f"--num_fewshot is {k}; give 0 or more demonstration sessions (0: none), or "
+            "leave it out for the task's default"
+        )
+
+
+def condition_metric_list(config: dict) -> list[dict]:
+    """The task's ``metric_list`` for the condition it plays: the YAML's, unless
+    ``metadata.condition`` asks for the other kind, the paired controls (``paired``: the
+    three conditions' metrics and the paired costs) or one condition (``interrupted``,
+    ``nocut``, ``single``: the benchmark's metrics), whose list is then the one the
+    generated YAMLs give that kind (``_generate_configs.py``)."""
+    listed = config.get("metric_list")
+    condition = (config.get("metadata") or {}).get("condition", "interrupted")
+    paired_list = any(m.get("metric") == "accuracy_nocut" for m in listed or [])
+    if paired_list == (condition == PAIRED):
+        return listed
+    if condition == PAIRED:
+        metrics = paired_metrics()
+    else:
+        metrics = lm_eval_metrics(families_of(config.get("dataset_name") or "default"))
+    return [
+        {
+            "metric": name,
+            "aggregation": "mean" if how == "mean" else ratio,
+            "higher_is_better": not is_cost(name),
+        }
+        for name, how in metrics.items()
+    ]
 
 
 def doc_to_text(doc: dict) -> str:
