@@ -29,7 +29,7 @@ from interrupt_bench.controls import CONDITIONS, CONTROL_BUDGET, PAIRED, check_b
 from interrupt_bench.errors import ConfigError
 
 DEFAULT_SHOTS = 1  # the lm-eval task's num_fewshot (one oracle demonstration session)
-VERSION = "3.0"  # the lm-eval task's version: the same outputs score the same
+VERSION = "4.0"  # the lm-eval task's version: the same outputs score the same
 FILTERS = ("strict", "flexible")
 NAMESPACE = "interrupt_bench"  # the entry point's name and the prefix of every task
 
