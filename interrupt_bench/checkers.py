@@ -137,48 +137,72 @@ _QUOTED = re.compile(
 )
 
 
+def _number_spans(task: Task, text: str) -> list[tuple[str, int, int]]:
+    return [
+        (m.group(0).rstrip("."), m.start(), m.end())
+        for m in _NUMBER.finditer(text.replace("−", "-"))  # same length: spans stay put
+    ]
+
+
 def extract_number(task: Task, text: str) -> str | None:
     """Math: the last number in the text ("49 ÷ 3 = 16.33" -> "16.33")."""
-    numbers = _NUMBER.findall(text.replace("−", "-"))
-    return numbers[-1].rstrip(".") if numbers else None
+    spans = _number_spans(task, text)
+    return spans[-1][0] if spans else None
 
 
-def _bullet_lists(text: str) -> list[tuple[int, str]]:
-    """Runs of consecutive bulleted or numbered lines ("- a", "2. b"): (start, "a, b")."""
-    runs: list[tuple[int, list[str]]] = []
+def _bullet_lists(text: str) -> list[tuple[int, int, str]]:
+    """Runs of consecutive bulleted or numbered lines ("- a", "2. b"): (start, end, "a, b")."""
+    runs: list[tuple[int, int, list[str]]] = []
     offset, previous = 0, False
     for line in text.splitlines(keepends=True):
         match = _BULLET.match(line)
         if match and previous:
-            runs[-1][1].append(match.group(1))
+            runs[-1] = (runs[-1][0], offset + match.end(1), [*runs[-1][2], match.group(1)])
         elif match:
-            runs.append((offset, [match.group(1)]))
+            runs.append((offset, offset + match.end(1), [match.group(1)]))
         previous, offset = bool(match), offset + len(line)
-    return [(start, ", ".join(items)) for start, items in runs]
+    return [(start, end, ", ".join(items)) for start, end, items in runs]
+
+
+def _sequence_spans(task: Task, text: str) -> list[tuple[str, int, int]]:
+    want = len(split_items(task.answer))
+    found = [(m.start(), m.end(), m.group(0)) for m in _LIST.finditer(text)]
+    found += _bullet_lists(text)
+    return [(items, a, b) for a, b, items in sorted(found) if len(split_items(items)) == want]
 
 
 def extract_sequence(task: Task, text: str) -> str | None:
     """Ordering: the last complete list, comma-separated or one item per bulleted line,
     with as many items as the task's list ("Sorted: 11, 45, 81." -> "11, 45, 81"); a
     list cut short does not count."""
-    want = len(split_items(task.answer))
-    found = [(m.start(), m.group(0)) for m in _LIST.finditer(text)] + _bullet_lists(text)
-    lists = [items for _, items in sorted(found) if len(split_items(items)) == want]
-    return lists[-1] if lists else None
+    spans = _sequence_spans(task, text)
+    return spans[-1][0] if spans else None
+
+
+def _text_spans(task: Task, text: str) -> list[tuple[str, int, int]]:
+    asked = {_fold(q) for m in _QUOTED.finditer(task.question) for q in m.groups() if q}
+    quoted = [
+        (m.group(g), m.start(g), m.end(g))
+        for m in _QUOTED.finditer(text)
+        for g in range(1, len(m.groups()) + 1)
+        if m.group(g)
+    ]
+    quoted = [q for q in quoted if _fold(q[0].strip()) not in asked]
+    if quoted:
+        return quoted
+    start = len(text) - len(text.lstrip())
+    for match in _AFTER.finditer(text.strip()):  # "The answer is: Elephant" -> "Elephant"
+        start = len(text) - len(text.lstrip()) + match.end()
+    words = _strip_edges(text[start:]).split()
+    return [(" ".join(words), start, len(text))] if 0 < len(words) <= 3 else []
 
 
 def extract_text(task: Task, text: str) -> str | None:
     """Translation: the last quoted (or bold) phrase that is not the word asked about
     ('The translation of "listen" is "escuchar".' -> "escuchar"); with no quotes, the
     whole text when it is at most three words ("Escuchar.")."""
-    asked = {_fold(q) for m in _QUOTED.finditer(task.question) for q in m.groups() if q}
-    quoted = [q for m in _QUOTED.finditer(text) for q in m.groups() if q]
-    quoted = [q for q in quoted if _fold(q.strip()) not in asked]
-    if quoted:
-        return quoted[-1]
-    tail = _AFTER.split(text.strip())[-1]  # "The answer is: Elephant" -> "Elephant"
-    words = _strip_edges(tail).split()
-    return " ".join(words) if 0 < len(words) <= 3 else None
+    spans = _text_spans(task, text)
+    return spans[-1][0] if spans else None
 
 
 EXTRACTORS: dict[str, Callable[[Task, str], str | None]] = {
@@ -186,9 +210,71 @@ EXTRACTORS: dict[str, Callable[[Task, str], str | None]] = {
     "text": extract_text,
     "sequence": extract_sequence,
 }
+# The same, as every candidate in the order written, each with its span in the text.
+_CANDIDATES: dict[str, Callable[[Task, str], list[tuple[str, int, int]]]] = {
+    "number": _number_spans,
+    "text": _text_spans,
+    "sequence": _sequence_spans,
+}
 
 
 def extract(task: Task, text: str) -> str | None:
     """The answer ``text`` states without tags, by the task's checker; never raises."""
     fn = EXTRACTORS.get(task.checker)
     return fn(task, text) if fn else None
+
+
+# --- An answer read off an echo of the question earns nothing ---------------------------
+# A text that repeats its question (`Repeat this word: "city"`, `Which number is larger:
+# 45 or 67?`, or such a text cut short by the budget) holds the question's own words, and
+# on some questions those read as the answer. The flexible filter takes no candidate that
+# lies inside a repeated stretch of the question.
+
+_WORD = re.compile(r"\d+(?:\.\d+)?|[^\W\d_]+")  # "5.75" is one word; "x=3", "1,2" are two
+
+
+def _words(text: str) -> list[tuple[str, int, int]]:
+    return [(_fold(m.group(0)), m.start(), m.end()) for m in _WORD.finditer(text)]
+
+
+def repeats_question(question: str, text: str, start: int, end: int) -> bool:
+    """True when ``text[start:end]`` only repeats the question: its words are consecutive
+    words of the question, and together with the words of ``text`` around them that go on
+    repeating the same stretch they make at least two words ("... larger: 45 or 67" -> 67
+    repeats; "88 - 28 = 60" -> 60 does not; a reply that is just "city" does not).
+    Words compare folded (case, accents); punctuation and spacing are ignored."""
+    asked = [w for w, _, _ in _words(question)]
+    words = _words(text)
+    inside = [i for i, (_, a, b) in enumerate(words) if a < end and b > start]
+    if not inside:
+        return False
+    first, last = inside[0], inside[-1] + 1
+    said = [w for w, _, _ in words]
+    n = last - first
+    for j in range(len(asked) - n + 1):
+        if said[first:last] != asked[j : j + n]:
+            continue
+        left = 0
+        while first - left > 0 and j - left > 0 and said[first - left - 1] == asked[j - left - 1]:
+            left += 1
+        right = 0
+        while (
+            last + right < len(said)
+            and j + n + right < len(asked)
+            and said[last + right] == asked[j + n + right]
+        ):
+            right += 1
+        if left + n + right >= 2:
+            return True
+    return False
+
+
+def flexible_answer(task: Task, text: str) -> str | None:
+    """What the ``flexible`` filter reads from an untagged turn: the last candidate the
+    task's extractor finds (see :func:`extract`) that does not merely repeat the question
+    (:func:`repeats_question`), or None. An echo of the question earns nothing."""
+    fn = _CANDIDATES.get(task.checker)
+    if fn is None:
+        return None
+    kept = [c for c, a, b in fn(task, text) if not repeats_question(task.question, text, a, b)]
+    return kept[-1] if kept else None

@@ -21,7 +21,12 @@ from interrupt_bench.schema import ROW_FIELDS
 from interrupt_bench.tasks import FAMILIES, Task
 
 # Bump when a change to generation alters any row for the same seed.
-GENERATOR_VERSION = "1.0.0"
+# 1.1.0: no question shows its answer (ordering lists never already in the asked order;
+# math and translation questions never show a number or word accepted as the answer).
+GENERATOR_VERSION = "1.1.0"
+# The episode seeds' namespace, frozen at the first release: a generator change redraws
+# only the episodes it touches; the others keep their seeds, budgets and tasks.
+_SEED_NAMESPACE = "interrupt-bench|1.0.0"
 DEFAULT_SEED = 1234
 _MAX_DUPLICATE_RETRIES = 50
 
@@ -165,7 +170,7 @@ def check_budgets(episode: Episode, config: EpisodeConfig | None = None) -> None
 
 def episode_seed(base_seed: int, config: str, split: str, index: int) -> int:
     """A 63-bit seed per episode. Hashing the split into it keeps the splits disjoint."""
-    key = f"interrupt-bench|{GENERATOR_VERSION}|{base_seed}|{config}|{split}|{index}"
+    key = f"{_SEED_NAMESPACE}|{base_seed}|{config}|{split}|{index}"
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") >> 1
 
 

@@ -1,15 +1,18 @@
 """Reference policies that pin the metrics end to end (docs/protocol.md).
 
 *oracle* answers, in order, every earlier task it has not answered yet and then the
-current one; *no-resume* answers only the current task. Both write answer tags only and
-are cut at the budget like any model. Here the cut counts whitespace-separated tokens;
-the lm-eval pack cuts with the evaluated model's tokenizer instead."""
+current one; *no-resume* answers only the current task. Both write answer tags only.
+*echo* answers nothing: it says back what it was told (the question's text in a question
+turn, the closing message in the closing turn), so it must score 0 under every filter.
+All three are cut at the budget like any model. Here the cut counts whitespace-separated
+tokens; the lm-eval pack cuts with the evaluated model's tokenizer instead."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
 
+from interrupt_bench import prompts
 from interrupt_bench.episodes import Episode
 from interrupt_bench.session import TurnRequest, TurnResult
 from interrupt_bench.tags import parse_turn
@@ -46,8 +49,21 @@ def no_resume_text(episode: Episode, turn: int, previous_outputs: tuple[str, ...
     return answer_tag(turn + 1, episode.tasks[turn].answer)
 
 
+def echo_text(episode: Episode, turn: int, previous_outputs: tuple[str, ...]) -> str:
+    """The current question's text as the user message shows it, without its
+    ``<question task=k>`` tag (``<question`` ends a turn in every front end, so a model
+    writing it would stop there); in the closing turn, the closing message."""
+    if turn >= episode.n_tasks:
+        return prompts.closing_message(episode.n_tasks)
+    return episode.tasks[turn].question
+
+
 Policy = Callable[[Episode, int, tuple[str, ...]], str]
-POLICIES: dict[str, Policy] = {"oracle": oracle_text, "no_resume": no_resume_text}
+POLICIES: dict[str, Policy] = {
+    "oracle": oracle_text,
+    "no_resume": no_resume_text,
+    "echo": echo_text,
+}
 
 
 def policy_responder(policy: str | Policy) -> Callable[[list[TurnRequest]], list[TurnResult]]:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from interrupt_bench.checkers import extract
+from interrupt_bench.checkers import flexible_answer
 from interrupt_bench.config import DEFAULT_FAMILIES
 from interrupt_bench.episodes import Episode
 from interrupt_bench.tags import ParsedTurn, parse_turn
@@ -165,7 +165,8 @@ def score_episode(
 
     ``flexible`` (the lm-eval pack's ``flexible`` filter) also credits a task that never
     got a closed answer when its own turn holds no tag at all and the family's extractor
-    (:func:`interrupt_bench.checkers.extract`) finds the right answer in that turn's text.
+    finds the right answer in that turn's text, outside any part that only repeats the
+    question (:func:`interrupt_bench.checkers.flexible_answer`).
     It changes accuracy only: answers, re-attempts and format stay the protocol's, so the
     gap between the two filters is what the format costs a model."""
     n, n_turns = episode.n_tasks, episode.n_turns
@@ -208,7 +209,7 @@ def score_episode(
         overwritten = was_right and not correct
         untagged = None
         if flexible and final is None and not parsed[own].spans and outputs[own].strip():
-            untagged = extract(task, outputs[own])
+            untagged = flexible_answer(task, outputs[own])
             correct = untagged is not None and task.check(untagged)
         verdicts.append(
             TaskVerdict(

@@ -4,8 +4,9 @@ against numbers the core predicts.
 
 ``PolicyLM`` reads the session from the prompt it is sent (plain mode): the questions
 asked so far, its own earlier closed answers and whether the closing turn has come. It
-looks answers up by question text, writes the policy's answer tags and stops at
-``max_gen_toks`` whitespace-separated tokens, its tokenizer."""
+looks answers up by question text, writes the policy's answer tags (``echo``: the
+current question's text, or the closing message) and stops at ``max_gen_toks``
+whitespace-separated tokens, its tokenizer."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from lm_eval.api.registry import register_model
 
 from interrupt_bench import prompts
 from interrupt_bench.episodes import Episode
-from interrupt_bench.policies import answer_tag, cut_to_words
+from interrupt_bench.policies import POLICIES, answer_tag, cut_to_words
 from interrupt_bench.tags import parse_turn
 
 _QUESTION = re.compile(r"<question task=(\d+)>(.*?)</question>", re.DOTALL)
@@ -69,8 +70,8 @@ class PolicyLM(LM):
         world_size: int = 1,
     ) -> None:
         super().__init__()
-        if policy not in ("oracle", "no_resume"):
-            raise ValueError(f"unknown policy {policy!r}; use 'oracle' or 'no_resume'")
+        if policy not in POLICIES:
+            raise ValueError(f"unknown policy {policy!r}; use one of {', '.join(POLICIES)}")
         self.policy = policy
         self.answers = {t.question: t.answer for ep in episodes for t in ep.tasks}
         self.tokenizer = WhitespaceTokenizer()
@@ -85,6 +86,8 @@ class PolicyLM(LM):
             return ""
         last = prompt.rfind("</question>")
         closing = prompts.closing_message(len(questions)) in prompt[last:]
+        if self.policy == "echo":
+            return prompts.closing_message(len(questions)) if closing else questions[-1][1]
         if self.policy == "no_resume":
             return "" if closing else answer_tag(*self._answer(questions[-1]))
         answered = {k for k, _ in parse_turn(prompt).answers()}

@@ -4,9 +4,17 @@ from collections import Counter
 
 import pytest
 
+from interrupt_bench.checkers import split_items
+from interrupt_bench.config import CONFIGS, SPLITS
+from interrupt_bench.episodes import generate_split
 from interrupt_bench.families import get_family
+from interrupt_bench.families.ordering import ordered
 from interrupt_bench.families.translation import DIRECTIONS, english_words, lexicon
 from interrupt_bench.tasks import FAMILIES, Task, register_family
+
+# Families whose answer is shown in the question by design: the easy tier's copying,
+# picking and comparison (one of the two numbers shown) are about reading it off.
+READ_OFF_FAMILIES = ("copying", "picking", "comparison")
 
 
 @pytest.mark.parametrize(
@@ -72,13 +80,14 @@ DEFAULT_TEST_0_Q1 = 'What is the translation of "listen" from English to Spanish
 
 
 def test_easy_episodes_keep_the_default_bytes():
-    """Adding the easy tier leaves every existing config's rows as they were: the
-    default's first test episode is the one generator version 1.0.0 always gave."""
+    """Adding the easy tier left every existing config's rows as they were, and generator
+    1.1.0 (no question shows its answer) redraws only the episodes it touches: the
+    default's first test episode is the one generator version 1.0.0 gave."""
     from interrupt_bench.config import get_config
     from interrupt_bench.episodes import generate_episode
 
     episode = generate_episode(get_config("default"), "test", 0)
-    assert episode.generator_version == "1.0.0"
+    assert episode.generator_version == "1.1.0"
     assert [t.family for t in episode.tasks] == DEFAULT_TEST_0_FAMILIES
     assert episode.tasks[0].question == DEFAULT_TEST_0_Q1
     assert episode.budgets == (29, 5, 46, 65, 3)
@@ -115,3 +124,54 @@ def test_registry_takes_new_families_without_touching_others():
         assert {t.family for t in episode.tasks} == {"echo_test"}
     finally:
         del FAMILIES["echo_test"]
+
+
+def shown_answer(task: Task) -> str | None:
+    """A stretch of the question's words that the task's own checker accepts as its
+    answer (at most one word longer than the answer or an accepted form), or None."""
+    words = task.question.split()
+    width = 1 + max(len(split_items(a)) for a in (task.answer, *task.accepted))
+    for i in range(len(words)):
+        for j in range(i + 1, min(len(words), i + width) + 1):
+            if task.check(" ".join(words[i:j])):
+                return " ".join(words[i:j])
+    return None
+
+
+def _shows_its_answer(task: Task) -> str | None:
+    """Why ``task`` shows its answer, or None."""
+    if task.family == "ordering":
+        items = split_items(task.question.split(":", 1)[1])
+        if ordered(task.kind, items) == items:
+            return f"list already in the asked order: {task.question}"
+    if task.family not in READ_OFF_FAMILIES and shown_answer(task) is not None:
+        return f"{task.question!r} shows {shown_answer(task)!r} (answer {task.answer!r})"
+    return None
+
+
+@pytest.mark.parametrize("name", ["math", "translation", "ordering"])
+@pytest.mark.parametrize("difficulty", [1, 2, 3])
+def test_no_family_question_shows_its_answer(name, difficulty):
+    """Only the read-off families show their answer: an ordering list is never already in
+    the asked order, and no run of a math or translation question's words is accepted
+    as its answer ("What is 81 ÷ 9?", 'the translation of "animal" from French to
+    English', "tea" in French, "thé", beside the question's "the")."""
+    rng = random.Random(difficulty)
+    for _ in range(400):
+        task = get_family(name).generate(rng, difficulty)
+        assert _shows_its_answer(task) is None, _shows_its_answer(task)
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_no_shipped_question_shows_its_answer(config):
+    """Every shipped config's splits (their first 150 episodes each): no ordering list is
+    already in the asked order, and no question outside the read-off families shows its
+    answer as its own visible text."""
+    shown = [
+        why
+        for split in SPLITS
+        for episode in generate_split(CONFIGS[config], split, 150)
+        for task in episode.tasks
+        if (why := _shows_its_answer(task))
+    ]
+    assert not shown, shown[:5]

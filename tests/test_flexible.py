@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from interrupt_bench.checkers import extract
+from interrupt_bench.checkers import extract, flexible_answer, repeats_question
 from interrupt_bench.episodes import Episode
 from interrupt_bench.scoring import score_episode
 from interrupt_bench.tasks import Task
@@ -94,3 +94,131 @@ def test_flexible_credits_only_untagged_turns_of_unanswered_tasks():
     for name in ("answer_rate", "reattempts", "format_rate", "resumption_rate"):
         assert getattr(loose, name) == getattr(strict, name)
     assert loose.family_counts == {"math": (1, 3)}
+
+
+# --- An echo of the question earns nothing (issue 33 item 2) ----------------------------
+
+
+def task(family: str, question: str, answer: str, checker: str) -> Task:
+    return Task(family, "x", question, answer, checker=checker)
+
+
+# Questions that show their answer (the easy tier's by design; the others as generator
+# 1.0.0 drew them), with a reply that states the answer rather than repeating the question.
+SHOWN = [
+    (task("copying", 'Repeat this word: "city"', "city", "text"), "city"),
+    (task("copying", "Repeat this number: 4821", "4821", "number"), "4821"),
+    (task("picking", "What is the word between the brackets: [city]?", "city", "text"),
+     "The word between the brackets is city."),
+    (task("picking", "What is the first word of this list: ship, rain, lake?", "ship", "text"),
+     "ship"),
+    (task("picking", "Which of these words is an animal: table, cat, box?", "cat", "text"),
+     '"cat"'),
+    (task("comparison", "Which number is larger: 45 or 67?", "67", "number"),
+     "The larger number is 67."),
+    (task("comparison", "Which number is smaller: 45 or 67?", "45", "number"), "45"),
+    (task("math", "What is 24 - 12?", "12", "number"), "24 - 12 = 12"),
+    (task("math", "What is 81 ÷ 9?", "9", "number"), "81 ÷ 9 = 9"),
+    (task("ordering", "Sort these numbers in ascending order: 9, 22, 32, 76", "9 22 32 76",
+          "sequence"), None),  # the right list is a copy of the question's: no reply counts
+    (task("translation", 'What is the translation of "animal" from French to English?',
+          "animal", "text"), "Animal"),
+]  # fmt: skip
+
+
+def _prefixes(text: str) -> list[str]:
+    """``text`` cut after each of its whitespace-separated tokens, as a budget cuts it."""
+    words = text.split(" ")
+    return [" ".join(words[:n]) for n in range(1, len(words) + 1)]
+
+
+@pytest.mark.parametrize(("task", "reply"), SHOWN, ids=[t.question[:32] for t, _ in SHOWN])
+def test_an_echo_of_the_question_earns_nothing_and_an_answer_still_counts(task, reply):
+    # The echo, whole or cut at any token, bare or in its question tag: no flexible credit.
+    for echo in _prefixes(task.question):
+        for text in (echo, f"<question task=1>{echo}</question>", f"{echo}\n"):
+            assert flexible_answer(task, text) is None or not task.check(
+                flexible_answer(task, text)
+            ), text
+    if reply is None:
+        return
+    # A reply that states the answer is read as before, and so is one right after the echo
+    # wherever the extractor reads it there (not a quoted word's tail: 'city" city').
+    assert task.check(flexible_answer(task, reply)), reply
+    after_echo = f"{task.question}\n{reply}"
+    if task.check(extract(task, after_echo) or ""):
+        assert task.check(flexible_answer(task, after_echo)), after_echo
+
+
+def test_echo_turns_score_nothing_under_the_flexible_filter():
+    tasks = [t for t, _ in SHOWN]
+    echoed = _episode(*tasks)
+    outputs = [t.question for t in tasks] + [""]
+    loose = score_episode(echoed, outputs, [False] * len(outputs), flexible=True)
+    assert loose.correct == 0 and all(v.untagged_answer is None for v in loose.verdicts)
+    # What the filter credited before it knew an echo: the extractor alone reads a right
+    # answer out of most of these questions.
+    assert [t.check(extract(t, t.question) or "") for t in tasks] == [
+        True, True, True, False, False, True, False, True, True, True, False,
+    ]  # fmt: skip
+    answered = score_episode(echoed, [r or "" for _, r in SHOWN] + [""], None, flexible=True)
+    assert answered.correct == sum(r is not None for _, r in SHOWN)
+
+
+@pytest.mark.parametrize(
+    ("question", "text", "start_end", "repeats"),
+    [
+        ("Which number is larger: 45 or 67?", "Which number is larger: 45 or 67?", (31, 33), True),
+        ("Which number is larger: 45 or 67?", "or 67", (3, 5), True),
+        ("Which number is larger: 45 or 67?", "67", (0, 2), False),
+        ("Which number is larger: 45 or 67?", "45 or 67? 67", (10, 12), False),
+        ("What is 88 - 28?", "88 - 28 = 60.", (10, 12), False),
+        ('Repeat this word: "city"', 'WORD: "City"', (7, 11), True),  # case and quotes
+        ("Sort these numbers: 3, 4, 1, 2", "1, 2, 3, 4", (0, 10), False),  # two runs
+        ("Sort these numbers: 3, 4, 1, 2", "4, 1", (0, 4), True),
+        ('What is the translation of "hôtel"?', "Hotel", (0, 5), False),
+        ('What is the translation of "hôtel"?', "of hotel", (3, 8), True),  # accents
+        ("What is 2 + 2?", "", (0, 0), False),
+    ],
+)
+def test_repeats_question(question, text, start_end, repeats):
+    assert repeats_question(question, text, *start_end) is repeats
+
+
+def test_the_echo_rule_changes_three_real_turns_all_repeats():
+    """On SmolLM2's real turns above, the filter reads what ``extract`` reads except where
+    the candidate only repeats the question: a list copied in the question's own order
+    (one of them was credited: the question showed its answer, which generator 1.1.0 no
+    longer draws) and "is: 14" after "What is 14"."""
+    changed = [
+        (t.question, text)
+        for t, text, extracted, _ in REAL_TURNS
+        if flexible_answer(t, text) != extracted
+    ]
+    assert changed == [
+        ("Sort these words alphabetically: happy, husband, put",
+         "The words are:\n- happy\n- husband\n- put"),
+        ("Sort these numbers in ascending order: 44, 86, 95, 82", "44, 86, 95, 82."),
+        ("What is 14 ÷ 7?", "The answer is: 14"),
+    ]  # fmt: skip
+    assert all(flexible_answer(t, text) is None for t, text in [
+        (next(r[0] for r in REAL_TURNS if r[0].question == q), text) for q, text in changed
+    ])  # fmt: skip
+
+
+@pytest.mark.parametrize("family", ["math", "translation", "ordering", "copying", "picking",
+                                    "comparison"])  # fmt: skip
+def test_no_generated_question_credits_its_own_echo(family):
+    """Every family, every difficulty: a question said back, whole or cut at any token,
+    earns no flexible credit."""
+    import random
+
+    from interrupt_bench.families import get_family
+
+    rng = random.Random(33)
+    for difficulty in (1, 2, 3):
+        for _ in range(150):
+            t = get_family(family).generate(rng, difficulty)
+            for echo in _prefixes(t.question):
+                got = flexible_answer(t, echo)
+                assert got is None or not t.check(got), (t.question, echo, got)

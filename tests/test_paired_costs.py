@@ -12,6 +12,7 @@ from interrupt_bench.controls import labelled_sessions
 from interrupt_bench.costs import BUDGET_BINS, bin_name, budget_bin, paired_items
 from interrupt_bench.dataset import load_episodes
 from interrupt_bench.policies import answer_tag, policy_responder
+from interrupt_bench.scoring import aggregate, score_episode
 from interrupt_bench.session import replay
 from lm_eval_tasks import include_path
 
@@ -88,6 +89,32 @@ def test_paired_costs_of_the_reference_policies_through_the_cli(small_dataset, t
             (var / len(diffs)) ** 0.5
         )
     assert policy == "oracle" or sum(costs) > 0  # some budgets of 0 and 1 in 20 episodes
+
+
+def test_echo_scores_nothing_through_the_cli(small_dataset, tmp_path):
+    """The echo policy (each question said back, then the closing message) through the
+    real CLI: the core's numbers, and nothing earned under either filter, interrupted or
+    in the controls (pinned: accuracy 0.0 strict and flexible on default and easy)."""
+    tasks = ("interrupt_bench", "interrupt_bench_easy", "interrupt_bench_controls",
+             "interrupt_bench_easy_controls")  # fmt: skip
+    got = run_policy_cli("echo", small_dataset, ",".join(tasks), tmp_path)
+    for task, config in zip(tasks[:2], ("default", "easy")):
+        episodes = load_episodes(small_dataset, config, "test", limit=LIMIT)
+        transcripts = replay(episodes, policy_responder("echo"))
+        metrics = got["results"][task]
+        for name, flexible in (("strict", False), ("flexible", True)):
+            core = aggregate(
+                [score_episode(t.episode, t.outputs, t.cut, flexible) for t in transcripts]
+            )
+            for metric in ("accuracy", "answer_rate", "reattempts", "format_rate"):
+                assert metrics[f"{metric},{name}"] == pytest.approx(core[metric]), metric
+            assert metrics[f"accuracy,{name}"] == 0.0
+            assert metrics[f"answer_rate,{name}"] == 0.0
+    for task in tasks[2:]:
+        metrics = got["results"][task]
+        for name in ("strict", "flexible"):
+            for metric in ("accuracy", "accuracy_nocut", "accuracy_single", "answer_rate"):
+                assert metrics[f"{metric},{name}"] == 0.0, (task, metric, name)
 
 
 def test_paired_items_match_the_core_on_replayed_sessions(small_dataset):

@@ -2,10 +2,11 @@
 
 import pytest
 
-from interrupt_bench.config import get_config
+from interrupt_bench.config import CONFIGS, get_config
 from interrupt_bench.episodes import generate_split
-from interrupt_bench.policies import cut_to_words, policy_responder
-from interrupt_bench.scoring import aggregate
+from interrupt_bench.policies import cut_to_words, echo_text, policy_responder
+from interrupt_bench.prompts import closing_message
+from interrupt_bench.scoring import aggregate, score_episode
 from interrupt_bench.session import replay
 
 
@@ -47,6 +48,30 @@ def test_oracle_beats_no_resume_on_default():
     none = aggregate(_scores(config, "no_resume", 100))
     assert oracle["accuracy"] > none["accuracy"]
     assert oracle["reattempts"] > 0 == none["reattempts"]
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_echo_scores_nothing_under_either_filter(name):
+    """Saying each question back (and the closing message in the closing turn) earns
+    nothing on any shipped config: strict accuracy 0, flexible at most 0.01 (0.000 on
+    300 test episodes of every config)."""
+    episodes = generate_split(get_config(name), "test", 300)
+    transcripts = replay(episodes, policy_responder("echo"))
+    strict = aggregate([score_episode(t.episode, t.outputs, t.cut) for t in transcripts])
+    loose = aggregate(
+        [score_episode(t.episode, t.outputs, t.cut, flexible=True) for t in transcripts]
+    )
+    assert strict["accuracy"] == 0.0 and strict["answer_rate"] == 0.0
+    assert strict["reattempts"] == 0.0
+    assert loose["accuracy"] <= 0.01
+
+
+def test_echo_says_back_the_question_then_the_closing_message():
+    episode = generate_split(get_config("default"), "test", 1)[0]
+    assert [echo_text(episode, t, ()) for t in range(episode.n_turns)] == [
+        *(task.question for task in episode.tasks),
+        closing_message(episode.n_tasks),
+    ]
 
 
 def test_cut_to_words_keeps_spacing_and_counts():

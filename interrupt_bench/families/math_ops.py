@@ -1,9 +1,12 @@
-"""Math operations: exact integer arithmetic, and non-integer results with a tolerance."""
+"""Math operations: exact integer arithmetic, and non-integer results with a tolerance.
+No question shows its answer: none of its numbers is accepted as the answer ("What is
+81 ÷ 9?", "What is 24 - 12?", "What is 50% of 100?" are drawn again)."""
 
 from __future__ import annotations
 
 import math
 import random
+import re
 
 from interrupt_bench.tasks import Task, register_family
 
@@ -14,6 +17,7 @@ _MUL = {1: ((2, 12), (2, 12)), 2: ((10, 99), (2, 12)), 3: ((10, 99), (10, 99))}
 _SQRT = {1: (2, 150), 2: (150, 1000), 3: (1000, 10000)}
 _POW = {1: ((2, 10), (2, 3)), 2: ((2, 15), (2, 3)), 3: ((2, 20), (2, 4))}
 _TWO_DP = "Give the answer to 2 decimal places."
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
 def _fmt(value: float) -> str:
@@ -30,9 +34,21 @@ def _two_dp(kind: str, question: str, value: float) -> Task:
     )
 
 
+def shows_answer(task: Task) -> bool:
+    """True when a number in the question is accepted as its answer."""
+    return any(task.check(number) for number in _NUMBER.findall(task.question))
+
+
 @register_family("math", "Integer + − × ÷, powers, percentages, square roots", KINDS)
 def generate(rng: random.Random, difficulty: int) -> Task:
     kind = rng.choice(KINDS)
+    task = _draw(rng, kind, difficulty)
+    while shows_answer(task):  # the same kind, drawn again
+        task = _draw(rng, kind, difficulty)
+    return task
+
+
+def _draw(rng: random.Random, kind: str, difficulty: int) -> Task:
     if kind in ("add", "subtract"):
         a, b = rng.randint(*_ADD[difficulty]), rng.randint(*_ADD[difficulty])
         if kind == "add":

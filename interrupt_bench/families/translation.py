@@ -1,6 +1,8 @@
 """Translation of single words and short phrases, from the lexicon shipped in
 ``interrupt_bench/data/lexicon.tsv`` (one concept a row, ``|`` between accepted forms,
-the first form canonical)."""
+the first form canonical). No question shows its answer: a word spelt alike in both
+languages ("animal", "Hotel" / "hôtel") is not asked in that direction, nor a word whose
+answer is a word of the question ("tea" -> "thé", which reads as "the")."""
 
 from __future__ import annotations
 
@@ -70,7 +72,13 @@ def generate(rng: random.Random, difficulty: int) -> Task:
     entries = lexicon()
     want_phrase = difficulty >= 2 and rng.random() < (0.3 if difficulty == 2 else 0.6)
     pool = [e for e in entries if (e.kind == "phrase") == want_phrase] or list(entries)
-    entry = rng.choice(pool)
+    task = _ask(rng.choice(pool), src, dst)
+    while shows_answer(task):  # the same direction, another entry
+        task = _ask(rng.choice(pool), src, dst)
+    return task
+
+
+def _ask(entry: Entry, src: str, dst: str) -> Task:
     source = entry.forms[src][0]
     answer = entry.forms[dst][0]
     accepted = tuple(f for f in _accepted_by_source(src, dst)[source.casefold()] if f != answer)
@@ -84,3 +92,10 @@ def generate(rng: random.Random, difficulty: int) -> Task:
         accepted=accepted,
         target_language=dst,
     )
+
+
+def shows_answer(task: Task) -> bool:
+    """True when the word asked about, or any one word of the question, is accepted as
+    the answer (the checker ignores case, accents and quotes)."""
+    asked = task.question.split('"')[1]
+    return task.check(asked) or any(task.check(word) for word in task.question.split())
