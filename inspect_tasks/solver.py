@@ -29,9 +29,9 @@ from inspect_ai.solver import Generate, Solver, TaskState, solver
 from inspect_tasks.dataset import Messages, demonstration_sessions, with_shots
 from interrupt_bench.controls import CONTROL_BUDGET, labelled_sessions
 from interrupt_bench.demonstrations import DEFAULT_RULE
-from interrupt_bench.turn_contract import STOP_SEQUENCES
 from interrupt_bench.episodes import Episode
 from interrupt_bench.session import SessionRun, Transcript, TurnRequest, TurnResult
+from interrupt_bench.turn_contract import STOP_SEQUENCES
 
 STORE_KEY = "interrupt_bench_sessions"
 

@@ -54,7 +54,7 @@ def test_pick_follows_the_rule_in_seed_order():
 
 
 def test_an_unknown_rule_is_refused_with_the_choices():
-    with pytest.raises(ConfigError, match="fewshot_rule 'sideways'.*resume_and_close"):
+    with pytest.raises(ConfigError, match=r"fewshot_rule 'sideways'.*resume_and_close"):
         demonstrations.pick([], 1, rule="sideways")
 
 
