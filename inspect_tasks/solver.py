@@ -28,7 +28,7 @@ from inspect_ai.solver import Generate, Solver, TaskState, solver
 
 from inspect_tasks.dataset import Messages, demonstration_sessions, with_shots
 from interrupt_bench.controls import CONTROL_BUDGET, labelled_sessions
-from interrupt_bench.demonstrations import DEFAULT_RULE
+from interrupt_bench.demonstrations import DEFAULT_RULE, DEFAULT_SHOTS
 from interrupt_bench.episodes import Episode
 from interrupt_bench.session import SessionRun, Transcript, TurnRequest, TurnResult
 from interrupt_bench.turn_contract import STOP_SEQUENCES
@@ -166,7 +166,7 @@ def turn_note(played: Transcript, condition: str) -> str:
 def interrupt_session(
     dataset_path: str | None = None,
     config: str = "default",
-    num_fewshot: int = 1,
+    num_fewshot: int = DEFAULT_SHOTS,
     condition: str = "interrupted",
     budget_cap: int = CONTROL_BUDGET,
     fewshot_rule: str = DEFAULT_RULE,

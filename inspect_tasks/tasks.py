@@ -30,7 +30,7 @@ from interrupt_bench.config import EASY_GRID_TASKS, GRID_INTERVALS, GRID_TASKS, 
 from interrupt_bench.controls import CONDITIONS, CONTROL_BUDGET, PAIRED, check_budget_cap
 from interrupt_bench.errors import ConfigError
 
-DEFAULT_SHOTS = 1  # the lm-eval task's num_fewshot (one oracle demonstration session)
+DEFAULT_SHOTS = demonstrations.DEFAULT_SHOTS  # the lm-eval task's num_fewshot
 VERSION = "4.0"  # the lm-eval task's version: the same outputs score the same
 FILTERS = ("strict", "flexible")
 NAMESPACE = "interrupt_bench"  # the entry point's name and the prefix of every task

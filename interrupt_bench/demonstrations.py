@@ -30,6 +30,10 @@ from interrupt_bench.session import Transcript, replay
 from interrupt_bench.tags import parse_turn
 
 PLACEMENTS = ("turns", "system")
+# Demonstration sessions before every session by default (lm-eval's num_fewshot, Inspect's
+# -T num_fewshot, training's num_fewshot): two, chosen on the validation split with the
+# rule (lm_eval_tasks/interrupt_bench/README.md, "Demonstrations").
+DEFAULT_SHOTS = 2
 FEWSHOT_SEED = 1234
 
 

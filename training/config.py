@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from interrupt_bench.demonstrations import DEFAULT_RULE, RULES
+from interrupt_bench.demonstrations import DEFAULT_RULE, DEFAULT_SHOTS, RULES
 from interrupt_bench.errors import ConfigError
 from training.rewards import BASELINES
 
@@ -41,9 +41,9 @@ class TrainConfig:
     episodes_per_step: int = option(8, "episodes per step per process", min=1)
     samples_per_episode: int = option(4, "K samples per episode (the RLOO group)", min=1)
     num_fewshot: int = option(
-        1,
+        DEFAULT_SHOTS,
         "demonstration sessions before every session, as earlier chat turns: the lm-eval "
-        "task's default (1), so training is asked what evaluation asks",
+        f"task's default ({DEFAULT_SHOTS}), so training is asked what evaluation asks",
         min=0,
     )
     fewshot_rule: str = option(

@@ -31,7 +31,7 @@ def inspect(
     episodes: int = 64,
     samples: int = 0,
     seed: int = 0,
-    num_fewshot: int = 1,
+    num_fewshot: int = demonstrations.DEFAULT_SHOTS,
 ) -> dict[str, float]:
     """Per-episode means of the re-attempt kinds, with the benchmark's own metrics beside
     them. ``samples=0`` decodes greedily (as lm-eval does); ``samples=K`` draws K sessions
@@ -92,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--num_fewshot", type=int, default=1, help="demonstration sessions (the task's default: 1)"
+        "--num_fewshot",
+        type=int,
+        default=demonstrations.DEFAULT_SHOTS,
+        help="demonstration sessions (default: the task's)",
     )
     args = parser.parse_args(argv)
     result = inspect(

@@ -34,6 +34,7 @@ from interrupt_bench.config import (
 )
 from interrupt_bench.controls import CONDITIONS, CONTROL_BUDGET, PAIRED
 from interrupt_bench.costs import is_cost, paired_metrics
+from interrupt_bench.demonstrations import DEFAULT_SHOTS
 from interrupt_bench.scoring import lm_eval_metrics
 from interrupt_bench.turn_contract import STOP_SEQUENCES
 
@@ -51,7 +52,7 @@ class: !function utils.InterruptBenchTask
 custom_dataset: !function utils.load_episodes   # --metadata dataset_path (a build) or the Hub
 dataset_name: default
 test_split: test
-num_fewshot: 1   # one oracle demonstration session (see README: measured on validation)
+num_fewshot: {DEFAULT_SHOTS}   # oracle demonstration sessions (see README: measured on validation)
 doc_to_text: !function utils.doc_to_text
 doc_to_target: !function utils.doc_to_target
 process_results: !function utils.process_results
