@@ -48,6 +48,8 @@ PAIRED_MEAN_METRICS = (
     "answer_rate",
     "answer_rate_nocut",
     "answer_rate_single",
+    "reattempt_rate",
+    "overwrite_rate",
     "interruption_cost_answer_rate",
     "interleaving_cost_answer_rate",
 )
@@ -89,6 +91,8 @@ def paired_items(
         "answer_rate": interrupted.answer_rate,
         "answer_rate_nocut": nocut.answer_rate,
         "answer_rate_single": single.answer_rate,
+        "reattempt_rate": interrupted.reattempt_rate,
+        "overwrite_rate": interrupted.overwrite_rate,
         "interruption_cost_answer_rate": nocut.answer_rate - interrupted.answer_rate,
         "interleaving_cost_answer_rate": single.answer_rate - nocut.answer_rate,
         "resumption_rate": (interrupted.resumption_num, interrupted.resumption_den),

@@ -248,3 +248,30 @@ def test_demonstration_replies_follow_assistant_with_a_space():
     replies = [m["content"] for m in shots[0] if m["role"] == "assistant" and m["content"]]
     for reply in replies:
         assert f"Assistant: {reply}\n" in plain
+
+
+def _greedy_turns_both_ways(lm, episodes, chat: bool, shots: list):
+    """Each session's turns (text and cut) as the lm-eval hook generates them on the
+    session engine, and as training's greedy rollouts generate them."""
+    from lm_eval_tasks.hook import replay_on_engine
+    from training.rollouts import sample_sessions
+
+    settings = {"chat": chat, "fewshot": shots, "fewshot_placement": "turns",
+                "system_instruction": None, "generation_kwargs": {}}  # fmt: skip
+    evaluated, _, _ = replay_on_engine(lm, episodes, [settings] * len(episodes))
+    rollouts = sample_sessions(lm.model, lm.tokenizer, episodes, chat=chat, greedy=True,
+                               shots=shots)  # fmt: skip
+    return [list(zip(t.outputs, t.cut)) for t in evaluated], [
+        list(zip(t.outputs, t.cut)) for t in rollouts.transcripts
+    ]
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_greedy_rollouts_are_the_turns_lm_eval_generates(hf_lm, chat):
+    """One turn contract: training's greedy rollouts stop where evaluation stops (the
+    same stop strings, EOS ids and budgets), so they write the turns the hook writes."""
+    episodes = generate_split(get_config("tasks5_budget0to50"), "validation", 4)
+    evaluated, trained = _greedy_turns_both_ways(
+        hf_lm, episodes, chat, shots_of("tasks5_budget0to50", 1)
+    )
+    assert trained == evaluated
