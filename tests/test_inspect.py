@@ -201,7 +201,8 @@ def test_inspect_eval_against_a_scripted_server(scripted_server, small_dataset, 
     assert any(r["finish"] == "length" for r in requests)  # some budgets cut the script
     for r in requests:  # each request carries the kept text of the turns before it
         replies = {x["reply"] for x in requests}
-        assert all(m["content"] in replies | {""} or "<answer task=" in m["content"]
+        # a demonstration's reply may be cut inside its tag ("<answer")
+        assert all(m["content"] in replies | {""} or "<answer" in m["content"]
                    for m in r["messages"] if m["role"] == "assistant")  # fmt: skip
     if task == "interrupt_bench_controls":
         assert {s["condition"] for s in log.samples[0].store[STORE_KEY]} == {

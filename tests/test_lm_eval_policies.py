@@ -11,6 +11,7 @@ from lm_eval.api.model import LM
 from lm_eval.tasks import TaskManager
 
 from interrupt_bench.dataset import load_episodes
+from interrupt_bench.demonstrations import DEFAULT_SHOTS
 from interrupt_bench.errors import DatasetError
 from interrupt_bench.policies import policy_responder
 from interrupt_bench.scoring import aggregate
@@ -194,12 +195,12 @@ def test_use_cache_reuses_every_turn(small_dataset, tmp_path):
 
 
 def test_default_shot_and_configs_whose_budgets_never_cut(small_dataset):
-    """The task's default is one demonstration; in tasks10_budget50to200 no oracle answer
-    is ever cut, so its demonstration shows the format only (and still runs)."""
+    """The task's default shot count is the core's; in tasks10_budget50to200 no oracle
+    answer is ever cut, so its demonstrations show the format only (and still run)."""
     episodes = load_episodes(small_dataset, "tasks10_budget50to200", "test", limit=LIMIT)
     task = "interrupt_bench_tasks10_budget50to200"
     result = _evaluate(PolicyLM(episodes, "oracle"), small_dataset, [task])
-    assert result["n-shot"][task] == 1
+    assert result["n-shot"][task] == DEFAULT_SHOTS
     assert result["results"][task]["accuracy,strict"] == 1.0
 
 
