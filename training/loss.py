@@ -13,6 +13,7 @@ sampler's, because such a loss would train on other tokens than the ones sampled
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -145,6 +146,7 @@ class GradientSums:
     kl: float = 0.0
     tokens: float = 0.0
     step_tokens: float = 1.0
+    reference_seconds: float = 0.0  # of the loss phase, spent in the KL reference passes
     logprob_errors: list[torch.Tensor] = field(default_factory=list)
 
 
@@ -155,6 +157,7 @@ class _Prefixes:
 
     policy: Any = None
     reference: Any = None
+    reference_seconds: float = 0.0
 
 
 def _shared_prefixes(run: Run, sessions: Sequence[SessionTokens]) -> _Prefixes:
@@ -168,10 +171,12 @@ def _shared_prefixes(run: Run, sessions: Sequence[SessionTokens]) -> _Prefixes:
     with accelerator.autocast():
         out.policy = prefix_cache(model, head_ids, accelerator.device)
         if cfg.kl_coef > 0:
+            t0 = time.perf_counter()
             with accelerator.unwrap_model(model).disable_adapter():
                 out.reference = prefix_cache(
                     accelerator.unwrap_model(model), head_ids, accelerator.device
                 )
+            out.reference_seconds = time.perf_counter() - t0
     return out
 
 
@@ -189,6 +194,7 @@ def policy_gradient(
     total_tokens = max(step_tokens / accelerator.num_processes, 1.0)
     sums = GradientSums(tokens=float(n_tokens), step_tokens=step_tokens)
     prefixes = _shared_prefixes(run, sessions)
+    sums.reference_seconds = prefixes.reference_seconds
     micro = micro_batches(len(sessions), cfg.micro_batch_size)
     for j, idx in enumerate(micro):
         ids, attn, sampled, old_logp = batch_tensors(
@@ -201,7 +207,9 @@ def policy_gradient(
             logp, entropy = token_logprobs(model, ids, attn, cfg.temperature, mask, prefixes.policy)
             loss = -(a * logp * mask).sum() / total_tokens
             if cfg.kl_coef > 0:
+                t0 = time.perf_counter()
                 kl = _kl_to_reference(run, ids, attn, mask, logp, prefixes.reference)
+                sums.reference_seconds += time.perf_counter() - t0
                 loss = loss + cfg.kl_coef * kl.sum() / total_tokens
                 sums.kl += float(kl.detach().sum())
             accelerator.backward(loss)

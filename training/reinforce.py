@@ -284,16 +284,23 @@ def run_steps(run: Run, state: TrainState) -> None:
 
             # 3. Policy gradient on the sampled tokens, normalised over every token of the step.
             check = step == 0 and cfg.check_logprobs
+            t_loss = time.perf_counter()
             sums = policy_gradient(run, samples.rollouts.sessions, adv, check)
 
             # 4. One optimizer step, unless the loss or gradient is not finite.
+            t_optim = time.perf_counter()
             grad_norm, skipped = guarded_step(run, sums.loss, step)
             state.step = step + 1
 
             # 5. Logs, validation with the collapse guard, samples, checkpoints.
+            t_val = time.perf_counter()
             record = step_record(run, state.step, samples, batch_mean, sums, grad_norm, skipped)
             if cfg.eval_every and state.step % cfg.eval_every == 0:
                 validate(run, state, record)
+            record.update(
+                phase_seconds(samples.seconds, t_loss, t_optim, t_val, time.perf_counter()),
+                reference_s=round(sums.reference_seconds, 3),
+            )
             log_step(run, samples, record)
             bar.set_postfix(
                 reward=f"{batch_mean:.3f}",
@@ -304,6 +311,20 @@ def run_steps(run: Run, state: TrainState) -> None:
                 save_checkpoint(accelerator, run.output_dir, state, cfg.save_total_limit)
             if state.collapse:
                 break
+
+
+def phase_seconds(
+    rollout: float, t_loss: float, t_optim: float, t_val: float, t_end: float
+) -> dict[str, float]:
+    """The step's wall time by phase, for ``train_log.jsonl``: rollouts (sampling and
+    scoring), the loss (log-prob recompute, KL reference, backward; ``reference_s`` is the
+    KL reference's share of it), the optimizer, and validation (0 on steps without one)."""
+    return {
+        "rollout_s": round(rollout, 3),
+        "loss_s": round(t_optim - t_loss, 3),
+        "optimizer_s": round(t_val - t_optim, 3),
+        "validation_s": round(t_end - t_val, 3),
+    }
 
 
 def next_episodes(run: Run, state: TrainState, order: list[int]) -> list[Episode]:
