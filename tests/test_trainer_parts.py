@@ -217,3 +217,30 @@ def test_resume_refuses_a_bad_log_line_in_the_middle_naming_file_and_line(tmp_pa
         resume(run)
     assert (tmp_path / "train_log.jsonl").read_text() == logs["train_log.jsonl"]
     assert (tmp_path / "samples.jsonl").read_text() == logs["samples.jsonl"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "launched", "expected"),
+    [
+        ("fpu sse2 avx2 avx512f avx512_bf16", None, "bf16"),  # AMD EPYC with AVX512-BF16
+        ("fpu sse2 avx2 amx_bf16 amx_tile", None, "bf16"),  # Intel Xeon with AMX
+        ("fpu sse2 avx2 fma", None, "no"),  # AVX2 only: bf16 would be emulated
+        ("fpu sse2 avx2 fma", "bf16", "bf16"),  # accelerate launch --mixed_precision wins
+        ("fpu sse2 avx2 avx512_bf16", "no", "bf16"),  # "no" from accelerate is no choice
+    ],
+)
+def test_training_autocast_follows_the_cpus_native_bf16(monkeypatch, flags, launched, expected):
+    """``mixed_precision: auto`` (the default) picks bf16 exactly where the evaluation picks
+    bfloat16: on a CPU that multiplies it natively; accelerate's own choice wins."""
+    from local_models import hardware
+    from training.reinforce import mixed_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(hardware, "_cpuinfo", lambda field: flags if field == "flags" else "")
+    if launched is None:
+        monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    else:
+        monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", launched)
+    assert mixed_precision("auto") == expected
+    assert hardware.best_dtype() == ("bfloat16" if "bf16" in flags else "float32")
+    assert mixed_precision("fp16") == "fp16"  # an explicit setting is kept as given
