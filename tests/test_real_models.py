@@ -114,3 +114,32 @@ def test_engine_turns_equal_per_request_turns_in_float32(name, small_dataset):
                     disagree += 1
                     assert ac and not ec, (ep, out)
     print(f"{name} float32: {turns} turns, identical text; cut differs on {disagree}")
+
+
+@pytest.fixture(scope="module")
+def easy_full_train(tmp_path_factory):
+    """`easy` with the full train split (the demonstrations are picked from it exactly as
+    in a full build) and the first 60 validation episodes."""
+    from dataset_builder.build import build_dataset
+    from interrupt_bench.config import get_config
+
+    out = tmp_path_factory.mktemp("easy") / "interrupt_bench"
+    sizes = {"train": 2000, "validation": 60, "test": 1}
+    build_dataset(out, [get_config("easy")], sizes=sizes, progress=False)
+    return out
+
+
+def test_smollm2_resumes_cut_tasks_with_the_default_demonstrations(easy_full_train, tmp_path):
+    """What the benchmark measures is visible on a 135M model: with the default
+    demonstrations (two ``resume_and_close`` sessions) SmolLM2 comes back to some of the
+    tasks a cut left open (task README: 5/32 on these 60 episodes, bf16), where the old
+    demonstrations gave 0/40."""
+    from local_models.hardware import best_dtype
+
+    path = need("smollm2-135m-instruct")
+    report = lm_eval_bf16(path, easy_full_train, tmp_path / "out", 60, "--apply_chat_template",
+                          dtype=best_dtype(), tasks="interrupt_bench_easy_validation")  # fmt: skip
+    result = report["results"]["interrupt_bench_easy_validation"]
+    print({k: v for k, v in result.items() if "resumption" in k or "accuracy" in k})
+    assert report["n-shot"]["interrupt_bench_easy_validation"] == 2
+    assert result["resumption_rate,strict"] > 0

@@ -162,6 +162,28 @@ def test_lora_adapter_through_vllm_matches_peft_on_hf(model64, small_dataset, tm
     assert any(adapted[e] != base[e] for e in adapted)  # the adapter was applied
 
 
+def test_greedy_training_rollouts_on_vllm_are_the_turns_lm_eval_generates(
+    model64, small_dataset, runs
+):
+    """One turn contract on vLLM too: training's greedy rollouts (``rollout_backend:
+    vllm``, a fresh adapter) stop where lm-eval's vLLM replay stops (the same stop
+    strings, EOS ids and budgets), so they write the same turns, cut flags included."""
+    evaluated = {
+        s["row"]["episode_id"]: (s["outputs"], s["cut"])
+        for s in sessions(runs["vllm"][0], "interrupt_bench")
+    }
+    proc = subprocess.run(
+        [sys.executable, "tests/vllm_rollouts.py", str(model64), str(small_dataset),
+         "default", "test", str(len(evaluated))],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trained = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(trained) == len(evaluated) > 0
+    for session in trained:
+        assert (session["outputs"], session["cut"]) == evaluated[session["episode_id"]]
+
+
 def test_engine_process_killed_mid_run_is_one_clear_error(model64, small_dataset, tmp_path):
     import threading
 
