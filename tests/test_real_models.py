@@ -11,6 +11,7 @@ import pytest
 
 from local_models import registry as models
 
+from .conftest import ROOT, samples_file
 from .test_lm_eval_cli import run_lm_eval
 
 pytestmark = pytest.mark.real_model
@@ -143,3 +144,20 @@ def test_smollm2_resumes_cut_tasks_with_the_default_demonstrations(easy_full_tra
     print({k: v for k, v in result.items() if "resumption" in k or "accuracy" in k})
     assert report["n-shot"]["interrupt_bench_easy_validation"] == 2
     assert result["resumption_rate,strict"] > 0
+
+
+SHIPPED_ADAPTER = ROOT / "training" / "adapters" / "smollm2-135m-instruct-easy"
+
+
+def test_the_shipped_adapter_loads_through_lm_eval_peft(small_dataset, tmp_path):
+    """``training/adapters/smollm2-135m-instruct-easy`` is what a user evaluates with
+    ``peft=``: it loads on SmolLM2 through the real CLI and changes what the model writes."""
+    path = need("smollm2-135m-instruct")
+    assert (SHIPPED_ADAPTER / "adapter_model.safetensors").stat().st_size <= 8 * 1024 * 1024
+    outputs = {}
+    for name, extra in (("base", ""), ("adapter", f",peft={SHIPPED_ADAPTER}")):
+        lm_eval_bf16(f"{path}{extra}", small_dataset, tmp_path / name, 2, "--apply_chat_template",
+                     "--log_samples", tasks="interrupt_bench_easy")  # fmt: skip
+        lines = samples_file(tmp_path / name, "interrupt_bench_easy").read_text().splitlines()
+        outputs[name] = [json.loads(line)["resps"] for line in lines]
+    assert outputs["adapter"] and outputs["adapter"] != outputs["base"]

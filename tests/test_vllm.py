@@ -184,6 +184,25 @@ def test_greedy_training_rollouts_on_vllm_are_the_turns_lm_eval_generates(
         assert (session["outputs"], session["cut"]) == evaluated[session["episode_id"]]
 
 
+def test_the_shipped_adapter_loads_through_vllm_lora_local_path(small_dataset, tmp_path):
+    """``training/adapters/smollm2-135m-instruct-easy`` on vLLM with ``lora_local_path=``:
+    it loads on SmolLM2 (real model: skipped unless cached) and changes its turns."""
+    from local_models import registry as models
+
+    if not models.is_cached("smollm2-135m-instruct"):
+        pytest.skip("smollm2-135m-instruct is not cached: interrupt-bench-models fetch it")
+    model = models.model_path("smollm2-135m-instruct")
+    adapter = ROOT / "training" / "adapters" / "smollm2-135m-instruct-easy"
+    turns = {}
+    for name, extra in (("base", ""), ("adapter", f",lora_local_path={adapter}")):
+        args = lm_args(model, small_dataset, tmp_path / name, "--apply_chat_template",
+                       tasks="interrupt_bench_easy", limit=2, model_extra=extra)  # fmt: skip
+        proc = cli(*args)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        turns[name] = [s["outputs"] for s in sessions(tmp_path / name, "interrupt_bench_easy")]
+    assert len(turns["adapter"]) == 2 and turns["adapter"] != turns["base"]
+
+
 def test_engine_process_killed_mid_run_is_one_clear_error(model64, small_dataset, tmp_path):
     import threading
 

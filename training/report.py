@@ -104,8 +104,12 @@ def plot_curves(log_path: Path, png: Path, title: str = "REINFORCE on interrupt-
     return png
 
 
-def write_adapter_card(output_dir: Path, cfg, final: dict, state: dict) -> Path:
-    """The trained adapter's model card (``hub_cards/model_card.md.j2``) as ``README.md``."""
+def write_adapter_card(
+    output_dir: Path, cfg, final: dict, state: dict, evaluation: str = ""
+) -> Path:
+    """The trained adapter's model card (``hub_cards/model_card.md.j2``) as ``README.md``;
+    ``evaluation``: a markdown table of the adapter against its base through lm-eval
+    (``training/ship_adapter.py``), shown with the command that made it."""
     from hub_cards import render_card
 
     rows = [r for r in read_log(output_dir / "train_log.jsonl") if r["step"] > 0]  # not step 0
@@ -117,6 +121,7 @@ def write_adapter_card(output_dir: Path, cfg, final: dict, state: dict) -> Path:
         state=state,
         first=rows[0] if rows else {},
         last=rows[-1] if rows else {},
+        evaluation=evaluation,
     )
     path = output_dir / "README.md"
     path.write_text(text.strip() + "\n")
