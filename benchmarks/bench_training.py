@@ -17,6 +17,17 @@ Llama of its shape. ``/usr/bin/time -v`` on a training run gives the same peak R
 
     .venv/bin/python benchmarks/bench_training.py [--episodes 2] [--samples 8]
         [--micro-batch 4] [--full-micro-batch 2]
+
+``--steps N --config CONFIG`` profiles whole steps instead: ``training/reinforce.py``
+runs N steps of the config (no validation, no checkpoints, so only the steps are timed),
+and the bench prints each phase from the run's own ``train_log.jsonl`` (rollouts, the
+loss with its KL-reference share, the optimizer), steps per hour, and the loss phase
+against its compute limit: 6 x the decoder's matmul parameters x the ids the loss phase
+runs (the policy's forward 2, its backward to the activations 2, the reference's forward
+2; LoRA's own weights are negligible), over the machine's measured matmul rate.
+
+    .venv/bin/python benchmarks/bench_training.py --steps 5 \
+        --config training/configs/smollm2-135m-easy-cpu.yaml [--set --micro_batch_size 16]
 """
 
 from __future__ import annotations
@@ -175,6 +186,91 @@ def run(path: str, args, model: Path, sessions: str) -> dict:
     return json.loads(line[len("RESULT ") :])
 
 
+def matmul_rate(dtype, threads: int, seconds: float = 3.0) -> float:
+    """FLOP/s of a decoder-shaped matmul (2048 rows x hidden 576 x 1536), ``dtype``."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a = torch.randn(2048, 576, dtype=dtype)
+    b = torch.randn(576, 1536, dtype=dtype)
+    torch.matmul(a, b)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.matmul(a, b)
+        n += 1
+    return n * 2 * 2048 * 576 * 1536 / (time.perf_counter() - start)
+
+
+def decoder_matmul_params(model: str) -> int:
+    """Parameters of the decoder layers' matmuls (what every id runs through), without
+    the embeddings and the LM head (which the loss applies to sampled positions only)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        lm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model))
+    return sum(
+        p.numel() for name, p in lm.named_parameters() if ".layers." in name and p.dim() == 2
+    )
+
+
+def profile_steps(args) -> None:
+    """N steps of a training config, timed phase by phase from its own log."""
+    import torch
+
+    from local_models.hardware import best_dtype, describe
+
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        model, label = model_dir(Path(tmp))
+        out = Path(tmp) / "run"
+        cmd = [
+            sys.executable, "-m", "accelerate.commands.launch", "-q", "--cpu",
+            "--num_processes", "1", "training/reinforce.py", "--config", args.config,
+            "--model_name_or_path", str(model), "--output_dir", str(out),
+            "--max_steps", str(args.steps), "--eval_every", "0", "--save_every", "0",
+            *args.set,
+        ]  # fmt: skip
+        began = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+        wall = time.perf_counter() - began
+        if proc.returncode:
+            raise SystemExit(f"training failed:\n{proc.stderr[-3000:]}")
+        rows = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+        params = decoder_matmul_params(str(model))
+    rows = [r for r in rows if "step_s" in r]
+    steady = rows[1:] or rows  # step 1 also runs the first-step log-prob check
+    dtype = getattr(torch, best_dtype())
+    rate = matmul_rate(dtype, args.threads)
+
+    def mean(key: str) -> float:
+        return sum(r[key] for r in steady) / len(steady)
+
+    step = mean("step_s")
+    print(f"machine: {describe()}")
+    print(f"model: {label}; config {args.config} {' '.join(args.set)}; {args.steps} steps "
+          f"in {wall:.0f} s (load and first-step check included); means of steps "
+          f"{steady[0]['step']}-{steady[-1]['step']}:")  # fmt: skip
+    phases = [("rollouts", "rollout_s"), ("loss", "loss_s"),
+              ("  of it: KL reference", "reference_s"), ("optimizer", "optimizer_s")]  # fmt: skip
+    for name, key in phases:
+        print(f"  {name:<24}{mean(key):8.2f} s  {mean(key) / step:6.1%}")
+    other = step - mean("rollout_s") - mean("loss_s") - mean("optimizer_s")
+    print(f"  {'scoring, advantages':<24}{other:8.2f} s  {other / step:6.1%}")
+    print(f"  {'step':<24}{step:8.2f} s  = {3600 / step:.0f} steps/hour, 100 steps in "
+          f"{100 * step / 60:.0f} min")  # fmt: skip
+    tokens, padded = mean("loss_tokens"), mean("loss_padded_tokens")
+    limit = 6 * params * tokens / rate
+    print(f"loss phase: {tokens:.0f} ids a step after the shared prefix ({padded:.0f} with "
+          f"padding), {params / 1e6:.1f}M decoder matmul parameters; {str(dtype)[6:]} matmul "
+          f"{rate / 1e12:.2f} TFLOP/s measured on {args.threads} threads")  # fmt: skip
+    print(f"loss phase limit 6 x params x ids / rate = {limit:.2f} s; measured "
+          f"{mean('loss_s'):.2f} s = {mean('loss_s') / limit:.1f}x the limit")  # fmt: skip
+    if args.json:
+        figures = {"steps": steady, "matmul_flops": rate, "decoder_params": params, "wall_s": wall}
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -187,6 +283,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--paths", nargs="+", default=["full", "selective", "prefix"])
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--steps", type=int, help="profile N whole steps of --config instead")
+    parser.add_argument("--config", default="training/configs/smollm2-135m-easy-cpu.yaml")
+    parser.add_argument("--set", nargs=argparse.REMAINDER, default=[],
+                        help="flags passed on to training/reinforce.py (last)")  # fmt: skip
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--sessions", help=argparse.SUPPRESS)
@@ -194,6 +294,9 @@ def main() -> None:
     if args.child:
         args.path = args.child
         child(args)
+        return
+    if args.steps:
+        profile_steps(args)
         return
     import torch
 

@@ -147,6 +147,10 @@ class GradientSums:
     tokens: float = 0.0
     step_tokens: float = 1.0
     reference_seconds: float = 0.0  # of the loss phase, spent in the KL reference passes
+    # ids run through the model after the shared prefix: the sessions' own, and with the
+    # micro batches' right padding (what the loss phase's compute is spent on)
+    forward_tokens: int = 0
+    padded_tokens: int = 0
     logprob_errors: list[torch.Tensor] = field(default_factory=list)
 
 
@@ -201,6 +205,9 @@ def policy_gradient(
             sessions, idx, run.tokenizer.pad_token_id, accelerator.device
         )
         mask = sampled[:, 1:].float()
+        n_prefix = prefixes.policy.get_seq_length() if prefixes.policy is not None else 0
+        sums.forward_tokens += int(attn.sum()) - n_prefix * len(idx)
+        sums.padded_tokens += (ids.shape[1] - n_prefix) * len(idx)
         a = torch.tensor([adv[i] for i in idx], device=accelerator.device)[:, None]
         sync = j == len(micro) - 1
         with nullcontext() if sync else accelerator.no_sync(model), accelerator.autocast():

@@ -275,6 +275,7 @@ def run_steps(run: Run, state: TrainState) -> None:
     )
     with bar:  # closed (its line ended) before an interrupt is reported
         for step in bar:
+            t_step = time.perf_counter()
             # 1. Rollouts: this rank's episodes, each K times, on the session engine; scores
             #    and rewards.
             samples = sample_step(run, next_episodes(run, state, order), step)
@@ -298,8 +299,10 @@ def run_steps(run: Run, state: TrainState) -> None:
             if cfg.eval_every and state.step % cfg.eval_every == 0:
                 validate(run, state, record)
             record.update(
-                phase_seconds(samples.seconds, t_loss, t_optim, t_val, time.perf_counter()),
+                phase_seconds(t_step, samples.seconds, t_loss, t_optim, t_val, time.perf_counter()),
                 reference_s=round(sums.reference_seconds, 3),
+                loss_tokens=sums.forward_tokens,
+                loss_padded_tokens=sums.padded_tokens,
             )
             log_step(run, samples, record)
             bar.set_postfix(
@@ -314,12 +317,14 @@ def run_steps(run: Run, state: TrainState) -> None:
 
 
 def phase_seconds(
-    rollout: float, t_loss: float, t_optim: float, t_val: float, t_end: float
+    t_step: float, rollout: float, t_loss: float, t_optim: float, t_val: float, t_end: float
 ) -> dict[str, float]:
     """The step's wall time by phase, for ``train_log.jsonl``: rollouts (sampling and
     scoring), the loss (log-prob recompute, KL reference, backward; ``reference_s`` is the
-    KL reference's share of it), the optimizer, and validation (0 on steps without one)."""
+    KL reference's share of it), the optimizer, and validation (0 on steps without one);
+    ``step_s`` is all of it, scoring and advantages included."""
     return {
+        "step_s": round(t_end - t_step, 3),
         "rollout_s": round(rollout, 3),
         "loss_s": round(t_optim - t_loss, 3),
         "optimizer_s": round(t_val - t_optim, 3),
