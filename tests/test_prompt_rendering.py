@@ -221,7 +221,7 @@ def test_no_demonstration_shows_an_empty_assistant_turn(config, k):
     shots = shots_of(config, k)
     (episode,) = generate_split(get_config(config), "test", 1)
     request = SessionRun(episode).request()
-    plain = turn_prompt(None, request, {"chat": False, "fewshot": shots})
+    plain = turn_prompt(None, request, RunSettings(chat=False, fewshot=shots))
     demos, real = plain.split("The real session:\n")
     for i in range(1, k + 1):
         assert f"Example session {i}:\n" in demos
