@@ -111,6 +111,7 @@ def sessions(lm, args):
 
     from interrupt_bench.controls import sessions_for
     from interrupt_bench.episodes import Episode
+    from lm_eval_tasks.settings import RunSettings
 
     manager = TaskManager(
         include_path=include_path(), include_defaults=False,
@@ -123,7 +124,8 @@ def sessions(lm, args):
     )  # fmt: skip
     episodes, settings = [], []
     for inst in task.instances:
-        row, st = inst.args
+        row, args = inst.args
+        st = RunSettings.from_args(args)
         for ep in sessions_for(Episode.from_row(json.loads(row)), "interrupted"):
             episodes.append(ep)
             settings.append(st)
@@ -162,7 +164,7 @@ def path_b(lm, args) -> dict:
     import torch
 
     from interrupt_bench.session import TurnResult, replay
-    from lm_eval_tasks.hook import stop_strings, turn_prompt
+    from lm_eval_tasks.turns import turn_prompt
 
     episodes, settings = sessions(lm, args)
     model, tok = lm.model, lm.tokenizer
@@ -184,7 +186,7 @@ def path_b(lm, args) -> dict:
             for r, row in zip(chunk, out[:, batch["input_ids"].shape[1] :].tolist()):
                 ids = row[: r.budget]
                 text = tok.decode(ids, skip_special_tokens=True)
-                for s in stop_strings(settings[r.session]):
+                for s in settings[r.session].stop_strings():
                     text = text.split(s)[0]
                 results.append(TurnResult(text, len(ids) == r.budget, len(ids)))
         return results
@@ -198,11 +200,12 @@ def path_b(lm, args) -> dict:
 def path_c(lm, args) -> dict:
     from dataclasses import asdict
 
-    from lm_eval_tasks.hook import replay_on_engine
+    from lm_eval_tasks.backends import EngineBackend, replay_sessions
 
     episodes, settings = sessions(lm, args)
     start = time.perf_counter()
-    transcripts, sent, stats = replay_on_engine(lm, episodes, settings)
+    played = replay_sessions(EngineBackend(lm), episodes, settings)
+    transcripts, sent, stats = played.transcripts, played.prompts, played.stats
     seconds = time.perf_counter() - start
     contexts = [len(lm.tok_encode(p)) for p in sent.values()]
     return {
@@ -323,11 +326,13 @@ PATHS = {"a": path_a, "b": path_b, "c": path_c, "d": path_d, "e": path_e, "f": p
 def path_vllm(lm, args) -> dict:
     """(g)/(h): the same sessions on vLLM through the hook's vLLM backend (one
     ``LLM.generate`` per wave of turns), with or without automatic prefix caching."""
-    from lm_eval_tasks.hook import replay_on_vllm
+    from lm_eval_tasks.backends import replay_sessions
+    from lm_eval_tasks.vllm_backend import VllmBackend
 
     episodes, settings = sessions(lm, args)
     start = time.perf_counter()
-    transcripts, _, stats = replay_on_vllm(lm, lm.model, episodes, settings)
+    played = replay_sessions(VllmBackend(lm, lm.model), episodes, settings)
+    transcripts, stats = played.transcripts, played.stats
     seconds = time.perf_counter() - start
     return {
         "seconds": seconds, "tokens": useful_tokens(transcripts),

@@ -15,6 +15,8 @@ import yaml
 
 from hub_cards import render_card
 from interrupt_bench.config import EpisodeConfig
+from interrupt_bench.controls import CONTROL_BUDGET
+from interrupt_bench.costs import BUDGET_BINS, bin_name
 from interrupt_bench.dataset import HUB_DATASET_ID
 from interrupt_bench.episodes import GENERATOR_VERSION, generate_episode
 from interrupt_bench.families import get_family
@@ -95,5 +97,7 @@ def render_dataset_card(configs: Sequence[EpisodeConfig], report: BuildReport, r
         "default_config": example_config.name,
         "families": [get_family(name) for name in sorted(families) if name in FAMILIES],
         "example": example_transcript(example_config, report.seed),
+        "control_budget": CONTROL_BUDGET,
+        "cost_bins": [bin_name(lo, hi).removeprefix("budget") for lo, hi in BUDGET_BINS],
     }
     return render_card("dataset_card.md.j2", **context).strip() + "\n"

@@ -12,8 +12,6 @@ every epoch, so both harnesses report the same number."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
 
 from inspect_ai.scorer import (
     Metric,
@@ -30,9 +28,10 @@ from inspect_ai.solver import TaskState
 
 from inspect_tasks.solver import STORE_KEY
 from interrupt_bench.config import families_of
-from interrupt_bench.costs import paired_items, paired_metrics, split_by_condition
+from interrupt_bench.costs import paired_metrics
 from interrupt_bench.episodes import Episode
-from interrupt_bench.scoring import lm_eval_metrics, merge_scores, score_episode
+from interrupt_bench.records import episode_items
+from interrupt_bench.scoring import lm_eval_metrics, ratio_of_sums, score_episode
 
 
 @metric(scores="unreduced")
@@ -45,11 +44,9 @@ def ratio(key: str) -> Metric:
     so the metric asks for the scores before reduction (``scores="unreduced"``)."""
 
     def compute(scores: list[SampleScore]) -> float:
-        num = den = 0.0
-        for s in scores:
-            a, b = (s.score.metadata or {}).get("ratios", {}).get(key, (0, 0))
-            num, den = num + a, den + b
-        return num / den if den else math.nan
+        return ratio_of_sums(
+            (s.score.metadata or {}).get("ratios", {}).get(key, (0, 0)) for s in scores
+        )
 
     return compute
 
@@ -67,23 +64,6 @@ def task_metrics(config: str, paired: bool) -> dict[str, list[Metric]]:
     }
 
 
-def sample_items(sessions: Sequence[dict[str, Any]], flexible: bool) -> dict[str, Any]:
-    """lm-eval's ``process_results`` for one episode's played sessions."""
-    by_condition = split_by_condition(
-        (
-            s["condition"],
-            score_episode(Episode.from_row(s["row"]), s["outputs"], s["cut"], flexible=flexible),
-        )
-        for s in sessions
-    )
-    merged = {c: merge_scores(scores) for c, scores in by_condition.items()}
-    if len(merged) > 1:
-        episode = Episode.from_row(sessions[0]["row"])
-        return paired_items(episode, merged["interrupted"], merged["nocut"], merged["single"])
-    (score,) = merged.values()
-    return score.items(families_of(sessions[0]["row"]["config"]))
-
-
 @scorer(metrics=task_metrics("default", paired=False))
 def interrupt_bench_scorer(flexible: bool = False) -> Scorer:
     """``score_episode`` on the played sessions (``flexible``: the lm-eval ``flexible``
@@ -91,7 +71,7 @@ def interrupt_bench_scorer(flexible: bool = False) -> Scorer:
 
     async def score(state: TaskState, target: Target) -> Score:
         sessions = state.store.get(STORE_KEY)
-        items = sample_items(sessions, flexible)
+        items = episode_items(sessions, flexible)
         value = {k: v if not isinstance(v, tuple) else (v[0] / v[1] if v[1] else math.nan)
                  for k, v in items.items()}  # fmt: skip
         ratios = {k: list(v) for k, v in items.items() if isinstance(v, tuple)}

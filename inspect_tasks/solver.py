@@ -11,7 +11,6 @@ sessions go into the sample's store for the scorer and the log."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from inspect_ai.log import transcript
 from inspect_ai.model import (
@@ -30,7 +29,8 @@ from inspect_tasks.dataset import Messages, demonstration_sessions, with_shots
 from interrupt_bench.controls import CONTROL_BUDGET, labelled_sessions
 from interrupt_bench.demonstrations import DEFAULT_RULE, DEFAULT_SHOTS
 from interrupt_bench.episodes import Episode
-from interrupt_bench.session import SessionRun, Transcript, TurnRequest, TurnResult
+from interrupt_bench.records import session_record
+from interrupt_bench.session import SessionRun, Transcript, TurnRequest, TurnResult, count_tokens
 from interrupt_bench.turn_contract import STOP_SEQUENCES
 
 STORE_KEY = "interrupt_bench_sessions"
@@ -61,15 +61,6 @@ def kept_text(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     return text, stopped
 
 
-def count_tokens(model: Model, text: str) -> int | None:
-    """Tokens of ``text`` in the model's own tokenizer, when the provider holds one
-    (Inspect's ``hf`` provider does; API providers do not)."""
-    tokenizer = getattr(model.api, "tokenizer", None)
-    if tokenizer is None or not hasattr(tokenizer, "encode"):
-        return None
-    return len(tokenizer.encode(text, add_special_tokens=False))
-
-
 def turn_result(model: Model, output: ModelOutput, budget: int, stops: Sequence[str]) -> TurnResult:
     """The turn as the protocol records it. Cut: the provider's stop reason when it gives
     one (``max_tokens``: the budget ended it); otherwise (``hf`` says ``unknown``) not cut when
@@ -80,7 +71,7 @@ def turn_result(model: Model, output: ModelOutput, budget: int, stops: Sequence[
     generated special tokens only) reads as not cut here, where the session engine,
     which sees the ids, says cut."""
     text, stopped = kept_text(output.completion, stops)
-    n = count_tokens(model, text)
+    n = count_tokens(getattr(model.api, "tokenizer", None), text)  # hf holds one; APIs none
     if stopped:
         cut: bool | None = False
     elif output.stop_reason in ("max_tokens", "model_length"):
@@ -116,20 +107,6 @@ async def play_turn(model: Model, request: TurnRequest, shots: Sequence[Messages
             "or server and run again"
         )
     return turn_result(model, output, request.budget, STOP_SEQUENCES)
-
-
-def session_record(condition: str, played: Transcript) -> dict[str, Any]:
-    """One played session as the store (and the log) keeps it."""
-    episode = played.episode
-    return {
-        "condition": condition,
-        "episode_id": episode.episode_id,
-        "row": episode.to_row(),
-        "budgets": episode.turn_budgets(),
-        "outputs": list(played.outputs),
-        "cut": list(played.cut),
-        "output_tokens": list(played.n_tokens),
-    }
 
 
 def shown_messages(played: Transcript, condition: str) -> list[ChatMessage]:

@@ -28,11 +28,10 @@ from inspect_tasks.solver import interrupt_session
 from interrupt_bench import demonstrations
 from interrupt_bench.config import EASY_GRID_TASKS, GRID_INTERVALS, GRID_TASKS, grid_config_name
 from interrupt_bench.controls import CONDITIONS, CONTROL_BUDGET, PAIRED, check_budget_cap
+from interrupt_bench.demonstrations import DEFAULT_SHOTS
 from interrupt_bench.errors import ConfigError
+from interrupt_bench.scoring import FILTERS, TASK_VERSION
 
-DEFAULT_SHOTS = demonstrations.DEFAULT_SHOTS  # the lm-eval task's num_fewshot
-VERSION = "4.0"  # the lm-eval task's version: the same outputs score the same
-FILTERS = ("strict", "flexible")
 NAMESPACE = "interrupt_bench"  # the entry point's name and the prefix of every task
 
 
@@ -43,7 +42,7 @@ def interrupt_bench_task(
     condition: str = "interrupted",
     split: str = "test",
     budget_cap: int = CONTROL_BUDGET,
-    filter: str = "strict",
+    filter: str = FILTERS[0],
     fewshot_rule: str = demonstrations.DEFAULT_RULE,
 ) -> Task:
     """One Inspect task over ``split`` of ``config``: a sample per episode, played under
@@ -55,7 +54,9 @@ def interrupt_bench_task(
             f"{', '.join((*CONDITIONS, PAIRED))}"
         )
     if filter not in FILTERS:
-        raise InputError(f"interrupt_bench: unknown -T filter={filter!r}; use strict or flexible")
+        raise InputError(
+            f"interrupt_bench: unknown -T filter={filter!r}; use {' or '.join(FILTERS)}"
+        )
     if not isinstance(num_fewshot, int) or isinstance(num_fewshot, bool) or num_fewshot < 0:
         raise InputError(
             f"interrupt_bench: -T num_fewshot={num_fewshot!r}; use a whole number >= 0"
@@ -71,10 +72,10 @@ def interrupt_bench_task(
         solver=interrupt_session(
             dataset_path, config, num_fewshot, condition, budget_cap, fewshot_rule
         ),
-        scorer=interrupt_bench_scorer(flexible=filter == "flexible"),
+        scorer=interrupt_bench_scorer(flexible=filter == FILTERS[1]),
         metrics=task_metrics(config, paired=condition == PAIRED),
         fail_on_error=True,
-        version=VERSION,
+        version=TASK_VERSION,
         metadata={
             "config": config,
             "condition": condition,
@@ -94,7 +95,7 @@ def _register(name: str, config: str, condition: str) -> Callable[..., Task]:
         condition: str = condition,
         split: str = "test",
         budget_cap: int = CONTROL_BUDGET,
-        filter: str = "strict",
+        filter: str = FILTERS[0],
         fewshot_rule: str = demonstrations.DEFAULT_RULE,
     ) -> Task:
         return interrupt_bench_task(

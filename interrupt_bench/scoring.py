@@ -16,6 +16,13 @@ from interrupt_bench.config import DEFAULT_FAMILIES
 from interrupt_bench.episodes import Episode
 from interrupt_bench.tags import ParsedTurn, parse_turn
 
+# The version of the lm-eval and Inspect tasks: bump when a change alters any score for
+# the same outputs.
+TASK_VERSION = "4.0"
+# How a played session is read: strictly (the protocol), or flexibly (``score_episode``'s
+# ``flexible``), lm-eval's two filters and Inspect's ``-T filter=``.
+FILTERS = ("strict", "flexible")
+
 # Metrics that are a mean over episodes of a per-episode value.
 MEAN_METRICS = (
     "accuracy",
@@ -124,15 +131,7 @@ class EpisodeScore:
         return self.resumption_num / self.resumption_den if self.resumption_den else math.nan
 
     def metrics(self) -> dict[str, float]:
-        out = {
-            "accuracy": self.accuracy,
-            "reattempts": float(self.reattempts),
-            "reattempt_rate": self.reattempt_rate,
-            "overwrite_rate": self.overwrite_rate,
-            "answer_rate": self.answer_rate,
-            "resumption_rate": self.resumption_rate,
-            "format_rate": self.format_rate,
-        }
+        out = {name: float(getattr(self, name)) for name in (*MEAN_METRICS, *RATIO_METRICS)}
         for family, (correct, total) in sorted(self.family_counts.items()):
             out[f"accuracy_{family}"] = correct / total
         return out

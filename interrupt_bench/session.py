@@ -41,6 +41,25 @@ class TurnResult:
 Responder = Callable[[list[TurnRequest]], list[TurnResult]]
 
 
+def count_tokens(tokenizer: Any, text: str) -> int | None:
+    """Tokens of ``text`` in a model's own tokenizer (special tokens left out), or None
+    when there is none (an API model): what both harnesses record as a turn's length."""
+    if tokenizer is None or not hasattr(tokenizer, "encode"):
+        return None
+    try:
+        return len(tokenizer.encode(text, add_special_tokens=False))
+    except TypeError:  # tiktoken and other encoders without that keyword
+        return len(tokenizer.encode(text))
+
+
+def counted_result(tokenizer: Any, text: str, budget: int) -> TurnResult:
+    """A turn known only as text (cached, or back from a text API): its tokens counted in
+    the model's tokenizer, and the budget taken to have cut it when they reach the
+    budget, since no finish reason says so (both None when there is no tokenizer)."""
+    n = count_tokens(tokenizer, text)
+    return TurnResult(text, None if n is None else n >= budget, n)
+
+
 @dataclass
 class Transcript:
     """One replayed episode: every turn's message, budget and output, and its score."""

@@ -8,11 +8,12 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-BUDGET_BINS = ((0, 0), (1, 20), (21, 40), (41, 60), (61, 80), (81, 100), (101, 10**9))
+from interrupt_bench.costs import BUDGET_BINS, bin_name
 
 
-def _bin_label(lo: int, hi: int) -> str:
-    return "0" if hi == 0 else (f">{lo - 1}" if hi >= 10**9 else f"{lo}-{hi}")
+def _bin_label(lo: int, hi: int | None) -> str:
+    """``0``, ``1–15``, ``101+``: a budget bin of :data:`interrupt_bench.costs.BUDGET_BINS`."""
+    return bin_name(lo, hi).removeprefix("budget").replace("to", "–").replace("plus", "+")
 
 
 def _save(fig, png: Path, title: str) -> Path:
@@ -68,7 +69,7 @@ def plot_by_budget_and_family(samples_path: Path, png: Path, title: str) -> Path
             "reattempted": "re-attempted later"}  # fmt: skip
     labels, counts, values = [], [], {key: [] for key in bars}
     for lo, hi in BUDGET_BINS:
-        chosen = [r for r in rows if lo <= r["budget"] <= hi]
+        chosen = [r for r in rows if lo <= r["budget"] and (hi is None or r["budget"] <= hi)]
         if chosen:
             labels.append(_bin_label(lo, hi))
             counts.append(len(chosen))
@@ -112,9 +113,6 @@ def plot_paired_costs(results: dict[str, dict], png: Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from interrupt_bench.costs import BUDGET_BINS as COST_BINS
-    from interrupt_bench.costs import bin_name
-
     def value(metrics: dict, name: str) -> tuple[float, float]:
         v, e = metrics.get(f"{name},strict", math.nan), metrics.get(f"{name}_stderr,strict")
         return float(v), float(e) if isinstance(e, (int, float)) else 0.0
@@ -138,20 +136,18 @@ def plot_paired_costs(results: dict[str, dict], png: Path, title: str) -> Path:
     left.set_ylabel("accuracy (strict)")
     left.set_title("the same episodes, three ways")
     left.legend(fontsize=8)
-    labels = [bin_name(lo, hi).removeprefix("budget") for lo, hi in COST_BINS]
+    labels = [_bin_label(lo, hi) for lo, hi in BUDGET_BINS]
     width = 0.8 / max(len(tiers), 1)
     low, high = 0.0, 0.0
     for j, tier in enumerate(tiers):
         vals = [value(results[tier], f"interruption_cost_{bin_name(lo, hi)}")[0]
-                for lo, hi in COST_BINS]  # fmt: skip
+                for lo, hi in BUDGET_BINS]  # fmt: skip
         xs = [i + width * (j - (len(tiers) - 1) / 2) for i in range(len(labels))]
         right.bar(xs, [0.0 if math.isnan(v) else v for v in vals], width=width, label=tier)
         finite = [v for v in vals if not math.isnan(v)]
         low, high = min([low, *finite]), max([high, *finite])
     right.axhline(0, color="black", linewidth=0.6)
-    right.set_xticks(
-        range(len(labels)), [lab.replace("to", "–").replace("plus", "+") for lab in labels]
-    )
+    right.set_xticks(range(len(labels)), labels)
     right.set_xlabel("budget of the task's own turn (tokens)")
     right.set_ylabel("interruption cost (accuracy no cuts − interrupted)")
     pad = 0.1 * max(high - low, 0.05)

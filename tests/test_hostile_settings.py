@@ -21,7 +21,7 @@ from interrupt_bench.errors import ConfigError
 from interrupt_bench.policies import answer_tag
 from interrupt_bench.scoring import lm_eval_metrics
 from interrupt_bench.session import user_message
-from lm_eval_tasks import include_path
+from lm_eval_tasks import include_path, settings
 from lm_eval_tasks.interrupt_bench import utils as pack
 from lm_eval_tasks.scripted_lm import PolicyLM
 
@@ -193,5 +193,5 @@ def test_a_whole_number_float_budget_cap_is_that_number():
 
 def test_max_cache_gb_refusal_states_the_real_limit():
     with pytest.raises(ConfigError, match="above 0 and below 1048576"):
-        pack.check_cache_gb(1e9)
-    assert pack.check_cache_gb(1048575) == 1048575.0
+        settings.check_cache_gb(1e9)
+    assert settings.check_cache_gb(1048575) == 1048575.0

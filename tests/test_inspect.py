@@ -19,13 +19,16 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from inspect_tasks.scorer import metric_names, sample_items
-from inspect_tasks.solver import STOP_SEQUENCES, STORE_KEY
-from inspect_tasks.tasks import DEFAULT_SHOTS, VERSION, task_table
+from inspect_tasks.scorer import metric_names
+from inspect_tasks.solver import STORE_KEY
+from inspect_tasks.tasks import task_table
 from interrupt_bench.costs import paired_metrics
+from interrupt_bench.demonstrations import DEFAULT_SHOTS
 from interrupt_bench.episodes import Episode
-from interrupt_bench.scoring import lm_eval_metrics
+from interrupt_bench.records import episode_items
+from interrupt_bench.scoring import TASK_VERSION, lm_eval_metrics
 from interrupt_bench.session import user_message
+from interrupt_bench.turn_contract import STOP_SEQUENCES
 from lm_eval_tasks import TASKS_DIR
 
 from .conftest import ROOT, free_port, samples_file, wait_until_serving
@@ -67,7 +70,7 @@ def check_scores(log) -> None:
     items = {}
     for sample in log.samples:
         sessions = sample.store[STORE_KEY]
-        expected = sample_items(sessions, flexible=False)
+        expected = episode_items(sessions, flexible=False)
         got = sample.scores[SCORER].value
         assert set(got) == set(expected)
         assert all(same(got[k], lm_eval_value(v)) for k, v in expected.items()), sample.id
@@ -314,7 +317,7 @@ def test_tasks_mirror_the_lm_eval_pack():
     the same config, condition, default shots, version, stop string and metrics."""
     template = _lm_eval_yaml("_interrupt_bench_template_yaml")
     assert template["num_fewshot"] == DEFAULT_SHOTS
-    assert str(template["metadata"]["version"]) == VERSION
+    assert str(template["metadata"]["version"]) == TASK_VERSION
     assert list(STOP_SEQUENCES) == template["generation_kwargs"]["until"]
     table = task_table()
     for path in TASKS_DIR.glob("interrupt_bench*.yaml"):

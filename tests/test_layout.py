@@ -56,6 +56,60 @@ def test_package_imports_only_what_sits_below_it(package):
     assert not broken, f"{package} imports what it must not: {broken}"
 
 
+# The lm-eval front end's modules, one job each, and the modules of the package each may
+# import (a floor below it): what plays sessions sits on what a turn and its settings are.
+LM_EVAL_MODULES = {
+    "settings": set(),  # RunSettings: a request's settings, checked when made
+    "turns": {"settings"},  # a turn's prompt and text, SessionReplayError
+    "vllm_backend": {"settings"},  # vLLM as a SessionBackend; which LM holds a vllm.LLM
+    "cache_identity": {"vllm_backend"},  # --use_cache keyed on the model
+    "responder": {"settings", "turns", "cache_identity"},  # turns through generate_until
+    "backends": {"settings", "turns", "cache_identity"},  # SessionBackend, the one replay
+    "dispatch": {"settings", "backends", "vllm_backend", "responder"},  # interrupt_session
+    "scripted_lm": set(),
+    "vllm_lm": {"vllm_backend"},
+    "figures": set(),
+    "cli": {"scripted_lm", "vllm_lm"},
+    "interrupt_bench.utils": {"dispatch", "settings"},  # the task folder's lm-eval glue
+    "interrupt_bench._generate_configs": {"settings"},
+}
+MAX_MODULE_LINES = 450  # a module longer than this holds more than one job
+
+
+def test_lm_eval_modules_import_only_the_floors_below_them():
+    package = ROOT / "lm_eval_tasks"
+    found = {
+        str(p.relative_to(package).with_suffix("")).replace("/", ".")
+        for p in package.rglob("*.py")
+        if p.name != "__init__.py"
+    }
+    assert found == set(LM_EVAL_MODULES), "update LM_EVAL_MODULES to the package's modules"
+    broken = {}
+    for module, allowed in LM_EVAL_MODULES.items():
+        path = package / (module.replace(".", "/") + ".py")
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names |= {alias.name for alias in node.names}
+        ours = "lm_eval_tasks."
+        imported = {n.removeprefix(ours) for n in names if n.startswith(ours)}
+        if imported - allowed:
+            broken[module] = sorted(imported - allowed)
+    assert not broken, f"lm_eval_tasks modules import above their floor: {broken}"
+
+
+@pytest.mark.parametrize("package", ["interrupt_bench", "lm_eval_tasks", "inspect_tasks"])
+def test_no_module_holds_more_than_one_job(package):
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in sorted((ROOT / package).rglob("*.py"))
+        if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
+
+
 def test_every_package_of_ours_is_checked_and_shipped():
     text = (ROOT / "pyproject.toml").read_text()
     for package in OURS:

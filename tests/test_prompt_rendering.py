@@ -16,7 +16,10 @@ from interrupt_bench.config import CONFIGS, get_config
 from interrupt_bench.episodes import Episode, generate_split
 from interrupt_bench.policies import policy_responder
 from interrupt_bench.session import SessionRun, replay
-from lm_eval_tasks.hook import _EngineSession, _Responder, eos_ids, stop_strings, turn_prompt
+from lm_eval_tasks.backends import EngineBackend, SessionDriver, eos_ids, replay_sessions
+from lm_eval_tasks.responder import GenerateUntilResponder
+from lm_eval_tasks.settings import RunSettings
+from lm_eval_tasks.turns import turn_prompt
 from local_models.chat import hf_turn_contract, turn_delta_ids
 from local_models.engine import Ask, Generated
 from training.rollouts import RolloutSession
@@ -63,7 +66,7 @@ def _drive(driver, outputs: list[str], tokenizer) -> dict[int, list[int]]:
     return asked
 
 
-def _sent_through_generate_until(lm, episode: Episode, settings: dict, outputs: list[str]):
+def _sent_through_generate_until(lm, episode: Episode, settings: RunSettings, outputs: list[str]):
     """Each turn's ids on the ``generate_until`` path: the prompts the hook's responder
     hands to ``generate_until``, tokenised as ``HFLM.generate_until`` tokenises them
     (``tok_batch_encode``); the model's answers are the oracle's."""
@@ -79,30 +82,30 @@ def _sent_through_generate_until(lm, episode: Episode, settings: dict, outputs: 
 
     lm.generate_until = generate_until
     try:
-        replay([episode], _Responder(lm, [settings]))
+        replay([episode], GenerateUntilResponder(lm, [settings]))
     finally:
         del lm.generate_until
     return sent
 
 
 def assert_training_sees_what_lm_eval_sends(
-    lm, episodes, settings: dict, first_turn_only: bool = False
+    lm, episodes, settings: RunSettings, first_turn_only: bool = False
 ) -> int:
     """For every turn the model answers (or only the first): training's context ids
     (``RolloutSession`` over ``turn_delta_ids``) equal the session engine's
-    (``_EngineSession``) and the ids of the prompt ``generate_until`` gets. Returns the
+    (``SessionDriver``) and the ids of the prompt ``generate_until`` gets. Returns the
     number of turns compared."""
-    tok, chat = lm.tokenizer, settings["chat"]
+    tok, chat = lm.tokenizer, settings.chat
     compared = 0
     for episode in episodes:
         (oracle,) = replay([episode], policy_responder("oracle"))
         outputs = list(oracle.outputs)
         deltas = turn_delta_ids(
-            tok, episode, chat, settings["fewshot"], settings["fewshot_placement"],
-            settings.get("system_instruction"),
+            tok, episode, chat, settings.fewshot, settings.fewshot_placement,
+            settings.system_instruction,
         )  # fmt: skip
         contract = hf_turn_contract(tok, lm.model, chat)
-        assert list(contract.stop) == stop_strings(settings)  # one turn contract
+        assert list(contract.stop) == settings.stop_strings()  # one turn contract
         assert set(contract.eos_ids) == eos_ids(lm)
 
         def decode(ids):
@@ -110,7 +113,7 @@ def assert_training_sees_what_lm_eval_sends(
 
         session = RolloutSession(SessionRun(episode), deltas, contract, decode)
         trained = _drive(session, outputs, tok)
-        engine = _drive(_EngineSession(lm, SessionRun(episode), settings, {}), outputs, tok)
+        engine = _drive(SessionDriver(lm, SessionRun(episode), settings, {}), outputs, tok)
         sent = _sent_through_generate_until(lm, episode, settings, outputs)
         assert trained.keys() == engine.keys() == sent.keys() and trained
         for turn, ids in list(trained.items())[: 1 if first_turn_only else None]:
@@ -150,12 +153,12 @@ def test_training_samples_from_the_ids_lm_eval_sends(hf_lm, tokenizer_as, templa
     tokenizer_as(chat_template.get(template), bos)
     if bos:
         assert hf_lm.tok_encode("hi")[0] == hf_lm.tokenizer.bos_token_id
-    settings = {
-        "chat": template != "plain",
-        "fewshot": shots_of("tasks5_budget0to50", 0 if demos == "none" else 2),
-        "fewshot_placement": "turns" if demos == "none" else demos,
-        "system_instruction": INSTRUCTION if demos == "system" else None,
-    }
+    settings = RunSettings(
+        chat=template != "plain",
+        fewshot=shots_of("tasks5_budget0to50", 0 if demos == "none" else 2),
+        fewshot_placement="turns" if demos == "none" else demos,
+        system_instruction=INSTRUCTION if demos == "system" else None,
+    )
     episodes = generate_split(get_config("tasks5_budget0to50"), "validation", 3)
     assert assert_training_sees_what_lm_eval_sends(hf_lm, episodes, settings) >= 3
     if template in ("drops_system", "refuses_system"):  # folded into the first user turn
@@ -199,8 +202,8 @@ def test_real_models_train_on_the_ids_lm_eval_sends(name, first_turn_only):
     episodes = generate_split(get_config("tasks5_budget0to50"), "validation", 2)
     for chat in [True, False] if models.has_chat_template(path) else [False]:
         for k in (0, 2):
-            settings = {"chat": chat, "fewshot": shots_of("tasks5_budget0to50", k),
-                        "fewshot_placement": "turns"}  # fmt: skip
+            settings = RunSettings(chat=chat, fewshot=shots_of("tasks5_budget0to50", k),
+                                   fewshot_placement="turns")  # fmt: skip
             compared = assert_training_sees_what_lm_eval_sends(
                 lm, episodes, settings, first_turn_only
             )
@@ -218,7 +221,7 @@ def test_no_demonstration_shows_an_empty_assistant_turn(config, k):
     shots = shots_of(config, k)
     (episode,) = generate_split(get_config(config), "test", 1)
     request = SessionRun(episode).request()
-    plain = turn_prompt(None, request, {"chat": False, "fewshot": shots})
+    plain = turn_prompt(None, request, RunSettings(chat=False, fewshot=shots))
     demos, real = plain.split("The real session:\n")
     for i in range(1, k + 1):
         assert f"Example session {i}:\n" in demos
@@ -244,7 +247,7 @@ def test_the_demonstrations_hold_empty_replies_to_leave_out():
 def test_demonstration_replies_follow_assistant_with_a_space():
     shots = shots_of("default", 1)
     (episode,) = generate_split(get_config("default"), "test", 1)
-    plain = turn_prompt(None, SessionRun(episode).request(), {"chat": False, "fewshot": shots})
+    plain = turn_prompt(None, SessionRun(episode).request(), RunSettings(chat=False, fewshot=shots))
     replies = [m["content"] for m in shots[0] if m["role"] == "assistant" and m["content"]]
     for reply in replies:
         assert f"Assistant: {reply}\n" in plain
@@ -253,12 +256,11 @@ def test_demonstration_replies_follow_assistant_with_a_space():
 def _greedy_turns_both_ways(lm, episodes, chat: bool, shots: list):
     """Each session's turns (text and cut) as the lm-eval hook generates them on the
     session engine, and as training's greedy rollouts generate them."""
-    from lm_eval_tasks.hook import replay_on_engine
     from training.rollouts import sample_sessions
 
-    settings = {"chat": chat, "fewshot": shots, "fewshot_placement": "turns",
-                "system_instruction": None, "generation_kwargs": {}}  # fmt: skip
-    evaluated, _, _ = replay_on_engine(lm, episodes, [settings] * len(episodes))
+    settings = RunSettings(chat=chat, fewshot=shots, fewshot_placement="turns",
+                           system_instruction=None, generation_kwargs={})  # fmt: skip
+    evaluated = replay_sessions(EngineBackend(lm), episodes, [settings] * len(episodes)).transcripts
     rollouts = sample_sessions(lm.model, lm.tokenizer, episodes, chat=chat, greedy=True,
                                shots=shots)  # fmt: skip
     return [list(zip(t.outputs, t.cut)) for t in evaluated], [

@@ -1,5 +1,5 @@
 """interrupt-bench for lm-evaluation-harness: one document per episode, whose request
-(``interrupt_session``, installed on every lm-eval LM by ``lm_eval_tasks/hook.py``) plays
+(``interrupt_session``, installed on every lm-eval LM by ``lm_eval_tasks/dispatch.py``) plays
 the session on the session engine (``hf``), the ``vllm.LLM`` (vLLM) or ``generate_until``
 (other backends). Session loop, prompts and scorer come from the ``interrupt_bench`` core."""
 
@@ -15,13 +15,14 @@ from lm_eval.api.task import ConfigurableTask
 
 from interrupt_bench import demonstrations
 from interrupt_bench.config import families_of
-from interrupt_bench.controls import CONDITIONS, CONTROL_BUDGET, PAIRED, check_budget_cap
-from interrupt_bench.costs import is_cost, paired_items, paired_metrics, split_by_condition
+from interrupt_bench.controls import PAIRED, check_budget_cap
+from interrupt_bench.costs import is_cost, paired_metrics
 from interrupt_bench.dataset import HUB_DATASET_ID, check_rows, load_rows
-from interrupt_bench.episodes import Episode
 from interrupt_bench.errors import ConfigError
-from interrupt_bench.scoring import lm_eval_metrics, merge_scores, ratio_of_sums, score_episode
-from lm_eval_tasks.hook import REQUEST_TYPE, TURN_BATCHING, install, request_args
+from interrupt_bench.records import episode_items
+from interrupt_bench.scoring import FILTERS, lm_eval_metrics, ratio_of_sums
+from lm_eval_tasks.dispatch import REQUEST_TYPE, install, request_args
+from lm_eval_tasks.settings import CHOICES, RunSettings, check_cache_gb, check_choice
 
 install()
 
@@ -117,11 +118,12 @@ class InterruptBenchTask(ConfigurableTask):
         """Where demonstrations go: ``metadata.fewshot_placement``, or with ``auto``,
         lm-eval's convention (chat turns with ``--fewshot_as_multiturn``, which
         ``--apply_chat_template`` turns on; inside the system prompt otherwise)."""
-        chosen = (self.config.metadata or {}).get("fewshot_placement", "auto")
+        chosen = check_choice(
+            "fewshot_placement", (self.config.metadata or {}).get("fewshot_placement", "auto")
+        )
         if chosen == "auto":
             multiturn = chat if self._multiturn is None else self._multiturn
             return "turns" if multiturn or not chat else "system"
-        check_metadata({"fewshot_placement": chosen})
         return chosen
 
     def process_results(self, doc: dict, results: list[str]) -> dict:
@@ -143,18 +145,14 @@ class InterruptBenchTask(ConfigurableTask):
             if k != "max_gen_toks"  # each turn's budget replaces it
         }
         shots = self.demonstrations(int(self.config.num_fewshot or 0))
-        settings = {
-            "fewshot": demonstrations.as_sessions(shots),
-            "fewshot_placement": self.placement(chat),
-            "condition": meta.get("condition", "interrupted"),
-            "budget_cap": check_budget_cap(meta.get("budget_cap", CONTROL_BUDGET)),
-            "chat": chat,
-            "system_instruction": ctx or None,
-            "generation_kwargs": gen,
-            "turn_batching": meta.get("turn_batching", "auto"),
-        }
-        if meta.get("max_cache_gb") is not None:
-            settings["max_cache_gb"] = check_cache_gb(meta["max_cache_gb"])
+        settings = RunSettings(
+            chat=chat,
+            fewshot=demonstrations.as_sessions(shots),
+            fewshot_placement=self.placement(chat),
+            system_instruction=ctx or None,
+            generation_kwargs=gen,
+            **{k: meta[k] for k in RUN_METADATA if meta.get(k) is not None},
+        )
         return Instance(
             request_type=REQUEST_TYPE,
             doc=doc,
@@ -164,55 +162,16 @@ class InterruptBenchTask(ConfigurableTask):
         )
 
 
-MAX_CACHE_GB = 2**20  # GiB (1 PiB): a KV bound above it is a typo, not a memory size
-
-
-def check_cache_gb(value: object) -> float:
-    """``metadata.max_cache_gb``, the session engine's KV bound in GiB, as a float; or
-    ConfigError naming the value, the accepted range and the fix."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < MAX_CACHE_GB:
-        return float(value)
-    raise ConfigError(
-        f"metadata max_cache_gb is {_shown(value)}; it is the session engine's KV cache "
-        f"bound in GiB, a number above 0 and below {MAX_CACHE_GB} (leave it out for the "
-        "default: half the free accelerator memory, or a quarter of RAM on the CPU)"
-    )
-
-
-def _shown(value: object) -> str:
-    """A metadata value as the user wrote it in JSON or YAML (``true``, ``"abc"``)."""
-    try:
-        return json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
-
-
-FEWSHOT_PLACEMENTS = ("auto", *demonstrations.PLACEMENTS)
+# the metadata keys that are settings of the sessions (:class:`RunSettings`)
+RUN_METADATA = ("condition", "budget_cap", "turn_batching", "max_cache_gb")
 
 
 def check_metadata(meta: dict) -> None:
     """Every setting of ``--metadata`` (or the YAML's ``metadata``) that the sessions
     read, checked when the task is built, before its data is loaded or any model call:
     ConfigError in one line naming the value and what to write instead."""
-    choices = {
-        "condition": (
-            (*CONDITIONS, PAIRED),
-            "interrupted (the benchmark), nocut, single, or paired (all three, with the "
-            "paired costs)",
-        ),
-        "fewshot_placement": (
-            FEWSHOT_PLACEMENTS,
-            "auto (lm-eval's convention), turns (chat turns) or system (in the system prompt)",
-        ),
-        "turn_batching": (
-            TURN_BATCHING,
-            "auto (the session engine on hf, exact elsewhere), exact or shared",
-        ),
-    }
-    for key, (allowed, hint) in choices.items():
-        value = meta.get(key, allowed[0])
-        if not isinstance(value, str) or value not in allowed:
-            raise ConfigError(f"metadata {key} is {_shown(value)}; use {hint}")
+    for key, (allowed, _) in CHOICES.items():
+        check_choice(key, meta.get(key, allowed[0]))
     demonstrations.check_rule(meta.get("fewshot_rule", demonstrations.DEFAULT_RULE))
     if "budget_cap" in meta:
         check_budget_cap(meta["budget_cap"])
@@ -236,7 +195,7 @@ def condition_metric_list(config: dict) -> list[dict]:
     ``nocut``, ``single``: the benchmark's metrics), whose list is then the one the
     generated YAMLs give that kind (``_generate_configs.py``)."""
     listed = config.get("metric_list")
-    condition = (config.get("metadata") or {}).get("condition", "interrupted")
+    condition = (config.get("metadata") or {}).get("condition", RunSettings.condition)
     paired_list = any(m.get("metric") == "accuracy_nocut" for m in listed or [])
     if paired_list == (condition == PAIRED):
         return listed
@@ -264,7 +223,7 @@ def doc_to_target(doc: dict) -> str:
     return " | ".join(f"{t['task_id']}: {t['answer']}" for t in doc["tasks"])
 
 
-FLEXIBLE_MARK = "flexible"
+FLEXIBLE_MARK = FILTERS[1]
 
 
 def flexible(resps: Iterable[str], docs: list[dict]) -> list[str]:
@@ -281,23 +240,10 @@ def flexible(resps: Iterable[str], docs: list[dict]) -> list[str]:
 
 def process_results(doc: dict, results: list[str]) -> dict:
     """Score the replayed session(s) of one episode with the core scorer, strictly or
-    (after the ``flexible`` filter) flexibly. The paired controls (sessions of all three
-    conditions) give the paired costs of ``interrupt_bench.costs``."""
+    (after the ``flexible`` filter) flexibly (:func:`interrupt_bench.records.
+    episode_items`); the paired controls give the paired costs."""
     record = json.loads(results[0])
-    sessions, loose = record["sessions"], record.get("filter") == FLEXIBLE_MARK
-    by_condition = split_by_condition(
-        (
-            s.get("condition", "interrupted"),
-            score_episode(Episode.from_row(s["row"]), s["outputs"], s["cut"], flexible=loose),
-        )
-        for s in sessions
-    )
-    merged = {c: merge_scores(scores) for c, scores in by_condition.items()}
-    if len(merged) > 1:
-        episode = Episode.from_row(doc)
-        return paired_items(episode, merged["interrupted"], merged["nocut"], merged["single"])
-    (score,) = merged.values()
-    return score.items(families_of(doc["config"]))
+    return episode_items(record["sessions"], flexible=record.get("filter") == FLEXIBLE_MARK)
 
 
 def ratio(items: Iterable[tuple[int, int]]) -> float:

@@ -37,10 +37,13 @@ class Sampling:
     KNOWN = ("do_sample", "temperature", "top_k", "top_p", "until", "max_gen_toks")
 
     @classmethod
-    def from_generation_kwargs(cls, kwargs: dict, seed: int = 0) -> Sampling:
+    def from_generation_kwargs(
+        cls, kwargs: dict, seed: int = 0, backend: str = "session engine"
+    ) -> Sampling:
         """lm-eval's ``generation_kwargs`` as a ``Sampling``; a key the engine cannot
-        honour, or a value it would have to guess at, is a ``ConfigError`` naming the fix,
-        never silently dropped or reinterpreted.
+        honour, or a value it would have to guess at, is a ``ConfigError`` naming the fix
+        (and ``backend``, the engine that samples with it), never silently dropped or
+        reinterpreted.
 
         ``do_sample=True`` with ``temperature=0`` is refused: lm-eval's ``hf`` model passes
         it to ``model.generate``, which refuses it too (temperature 0 is greedy decoding,
@@ -49,7 +52,7 @@ class Sampling:
         unknown = sorted(set(kwargs) - set(cls.KNOWN))
         if unknown:
             raise ConfigError(
-                f"generation_kwargs {unknown} are not supported by the session engine "
+                f"generation_kwargs {unknown} are not supported by the {backend} "
                 f"(it honours {list(cls.KNOWN)}); remove them, or set metadata "
                 "turn_batching: exact to generate through the model's own generate_until"
             )
