@@ -23,16 +23,10 @@ import sys
 import time
 from pathlib import Path
 
+from commands.errors import UsageError
+from commands.tiers import TIERS, controls_task
 from interrupt_bench.errors import InterruptBenchError
-
-# The tiers the main job reports, each by its paired controls task.
-TIERS = {"default": "interrupt_bench_controls", "easy": "interrupt_bench_easy_controls"}
-DTYPES = ("auto", "float32", "bfloat16", "float16")  # what lm-eval's hf model loads here
-
-
-class UsageError(InterruptBenchError):
-    """A command-line value the main job cannot run with: refused before the dataset build
-    and the model load, so a typo costs a second, not minutes and a traceback."""
+from local_models.hardware import DTYPES
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -134,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         "--device",
         device(),
         "--tasks",
-        ",".join(TIERS.values()),
+        ",".join(map(controls_task, TIERS)),
         "--include_path",
         include_path(),
         "--metadata",
@@ -156,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         return proc.returncode
     newest = max(results.rglob("results_*.json"), key=lambda p: p.stat().st_mtime)
     table = json.loads(newest.read_text())["results"]
-    by_tier = {tier: table[task] for tier, task in TIERS.items()}
+    by_tier = {tier: table[controls_task(tier)] for tier in TIERS}
     for tier, metrics in by_tier.items():
         cost, err = metrics["interruption_cost,strict"], metrics["interruption_cost_stderr,strict"]
         print(

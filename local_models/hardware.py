@@ -7,6 +7,8 @@ import functools
 from pathlib import Path
 
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+# The dtypes our front ends take (lm-eval's hf model, the commands): auto is best_dtype().
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @functools.cache

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from commands import evaluate, reproduce
+from commands.model_spec import parse_model
+from commands.resume import row_identity
 from dataset_builder import build_dataset
 from interrupt_bench.config import get_config
 
@@ -121,26 +123,24 @@ def test_a_rebuilt_dataset_or_a_retrained_adapter_is_a_new_row(
 ):
     """What the resume check compares, without running a model: the dataset's build record
     and the adapter's files are part of a row's identity, as are dtype and the limit."""
-    spec = reproduce.parse_model(f"pretrained={quiet_model},peft={two_best_adapters[0]}")
-    row = reproduce.row_identity(spec, "interrupt_bench_controls", two_episodes, 1)
-    assert row == reproduce.row_identity(spec, "interrupt_bench_controls", two_episodes, 1)
-    assert row != reproduce.row_identity(spec, "interrupt_bench_controls", two_episodes, None)
-    other = reproduce.parse_model(
-        f"pretrained={quiet_model},peft={two_best_adapters[0]},dtype=float16"
-    )
-    assert row != reproduce.row_identity(other, "interrupt_bench_controls", two_episodes, 1)
+    spec = parse_model(f"pretrained={quiet_model},peft={two_best_adapters[0]}")
+    row = row_identity(spec, "interrupt_bench_controls", two_episodes, 1)
+    assert row == row_identity(spec, "interrupt_bench_controls", two_episodes, 1)
+    assert row != row_identity(spec, "interrupt_bench_controls", two_episodes, None)
+    other = parse_model(f"pretrained={quiet_model},peft={two_best_adapters[0]},dtype=float16")
+    assert row != row_identity(other, "interrupt_bench_controls", two_episodes, 1)
 
     copy = tmp_path / "data"
     shutil.copytree(two_episodes, copy)
     (copy / "build_info.json").write_text(
         (copy / "build_info.json").read_text().replace('"test": 2', '"test": 3')
     )
-    moved = reproduce.row_identity(spec, "interrupt_bench_controls", copy, 1)
+    moved = row_identity(spec, "interrupt_bench_controls", copy, 1)
     assert moved["dataset"]["build_info"] != row["dataset"]["build_info"]
 
     retrained = tmp_path / "best"
     shutil.copytree(two_best_adapters[0], retrained)
-    again = reproduce.parse_model(f"pretrained={quiet_model},peft={retrained}")
+    again = parse_model(f"pretrained={quiet_model},peft={retrained}")
     stamp = again.identity()["weights"]["peft"]
     weights = next(retrained.glob("adapter_model.*"))
     weights.write_bytes(weights.read_bytes() + b"\0")  # a new save under the same name

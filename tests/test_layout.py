@@ -198,3 +198,21 @@ def test_relative_links_in_the_docs_resolve():
                 if anchor not in {_github_anchor(h) for h in headings}:
                     broken.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")
     assert not broken, "broken links:\n" + "\n".join(broken)
+
+
+# The modules of commands/ and training/ split by job (issue 36): each short enough to read
+# in one sitting and named, with its job, in ARCHITECTURE.md's table.
+SPLIT_MODULES = (
+    "commands/errors.py", "commands/tiers.py", "commands/model_spec.py", "commands/resume.py",
+    "commands/lm_eval_runs.py", "commands/tables.py", "commands/charts.py",
+    "commands/reproduce.py", "commands/evaluate.py", "training/reinforce.py",
+    "training/run_setup.py", "training/step_parts.py", "training/finish.py", "training/config.py",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("module", SPLIT_MODULES)
+def test_split_modules_are_short_and_in_the_architecture(module):
+    path = ROOT / module
+    lines = len(path.read_text().splitlines())
+    assert lines <= 450, f"{module} has {lines} lines; split it by job"
+    assert f"`{path.name}`" in (ROOT / "ARCHITECTURE.md").read_text(), module

