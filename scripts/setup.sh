@@ -11,7 +11,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV with $($PY --version)"
   "$PY" -m venv "$VENV"
 fi
-EXTRAS="${INTERRUPT_BENCH_EXTRAS:-dev}"
+EXTRAS="${INTERRUPT_BENCH_EXTRAS:-dev,hub-mirror}"
 stamp="$VENV/.interrupt-bench-installed"
 want="$(sha256sum pyproject.toml | cut -c1-16) $EXTRAS"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
