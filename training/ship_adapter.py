@@ -61,6 +61,8 @@ def before_after_table(eval_dir: Path) -> str:
         config = task.removeprefix("interrupt_bench_").removesuffix("_controls") or "default"
         config = "default" if task == "interrupt_bench_controls" else config
         for name, report in runs.items():
+            if task not in report["results"]:
+                continue  # evaluated on the base model only
             metrics = report["results"][task]
             n = report["n-samples"][task]["effective"]
             cells = " | ".join(_cell(metrics, m) for _, m in COLUMNS)
