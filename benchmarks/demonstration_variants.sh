@@ -3,6 +3,7 @@
 # lm_eval CLI: each variant is one `fewshot_rule` (interrupt_bench.demonstrations.RULES)
 # or a shot count; everything else equal. Writes OUT/MODEL/VARIANT/ (lm-eval's results
 # and samples); `benchmarks/demonstration_table.py OUT` prints the table.
+# VARIANTS (space-separated RULE[:SHOTS]) picks a subset.
 #   bash benchmarks/demonstration_variants.sh MODEL_DIR chat|plain OUT [LIMIT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +11,7 @@ model="$1" mode="$2" out="$3" limit="${4:-60}"
 name="$(basename "$model")"
 chat=(); [ "$mode" = chat ] && chat=(--apply_chat_template)
 dtype="$(.venv/bin/python -c 'from local_models.hardware import best_dtype; print(best_dtype())')"
-for variant in visible_cut next_turn closing resume_and_close resume_and_close:2; do
+for variant in ${VARIANTS:-visible_cut next_turn closing resume_and_close resume_and_close:2}; do
   rule="${variant%%:*}" shots=1
   [ "$variant" != "$rule" ] && shots="${variant##*:}"
   dir="$out/$name-$mode/${rule}-${shots}shot"

@@ -141,6 +141,19 @@ def is_cached(name: str, root: Path | None = None) -> bool:
     return (cached_path(name, root) / INFO_FILE).exists()
 
 
+def fetched_from(path: str | os.PathLike, root: Path | None = None) -> GGUFModel | None:
+    """The registry model whose fetched directory ``path`` is, or None for any other
+    directory: a card for an adapter trained on it names the upstream Hub model."""
+    try:
+        resolved = Path(path).expanduser().resolve()
+    except OSError:
+        return None
+    for spec in MODELS.values():
+        if isinstance(spec, GGUFModel) and cached_path(spec.name, root).resolve() == resolved:
+            return spec
+    return None
+
+
 def model_path(name_or_dir: str, root: Path | None = None, progress: bool = True) -> Path:
     """A model directory for a name (fetched or built on first use) or an existing path."""
     if name_or_dir not in MODELS and Path(name_or_dir).is_dir():

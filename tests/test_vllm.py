@@ -52,11 +52,14 @@ def lm_args(model: Path, dataset: Path, out: Path, *extra: str, backend: str = "
 
 
 def sessions(out: Path, task: str) -> list[dict]:
-    """Every session the run logged for ``task``, in document order."""
+    """Every session the run logged for ``task``, in document order (the strict filter's
+    samples: lm-eval logs each document once per filter)."""
     found = []
     path = samples_file(out, task)
     for line in path.read_text().splitlines():
         sample = json.loads(line)
+        if sample["filter"] != "strict":
+            continue
         resp = sample["resps"][0]
         found.extend(json.loads(resp[0] if isinstance(resp, list) else resp)["sessions"])
     return found
@@ -163,7 +166,7 @@ def test_lora_adapter_through_vllm_matches_peft_on_hf(model64, small_dataset, tm
 
 
 def test_greedy_training_rollouts_on_vllm_are_the_turns_lm_eval_generates(
-    model64, small_dataset, runs
+    model64, small_dataset, runs, tmp_path
 ):
     """One turn contract on vLLM too: training's greedy rollouts (``rollout_backend:
     vllm``, a fresh adapter) stop where lm-eval's vLLM replay stops (the same stop
@@ -172,13 +175,14 @@ def test_greedy_training_rollouts_on_vllm_are_the_turns_lm_eval_generates(
         s["row"]["episode_id"]: (s["outputs"], s["cut"])
         for s in sessions(runs["vllm"][0], "interrupt_bench")
     }
+    out = tmp_path / "rollouts.json"
     proc = subprocess.run(
         [sys.executable, "tests/vllm_rollouts.py", str(model64), str(small_dataset),
-         "default", "test", str(len(evaluated))],
+         "default", "test", str(len(evaluated)), str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    trained = json.loads(proc.stdout.strip().splitlines()[-1])
+    trained = json.loads(out.read_text())
     assert len(trained) == len(evaluated) > 0
     for session in trained:
         assert (session["outputs"], session["cut"]) == evaluated[session["episode_id"]]
@@ -200,7 +204,8 @@ def test_the_shipped_adapter_loads_through_vllm_lora_local_path(small_dataset, t
         proc = cli(*args)
         assert proc.returncode == 0, proc.stderr[-3000:]
         turns[name] = [s["outputs"] for s in sessions(tmp_path / name, "interrupt_bench_easy")]
-    assert len(turns["adapter"]) == 2 and turns["adapter"] != turns["base"]
+    assert len(turns["adapter"]) == len(turns["base"]) == 2
+    assert turns["adapter"] != turns["base"]
 
 
 def test_engine_process_killed_mid_run_is_one_clear_error(model64, small_dataset, tmp_path):

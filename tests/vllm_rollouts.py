@@ -1,8 +1,9 @@
-"""Greedy training rollouts on vLLM (``rollout_backend: vllm``), printed as one JSON list
-of sessions. A subprocess of ``tests/test_vllm.py``: vLLM spawns engine processes, and a
-spawned process re-imports its parent's main script, which must not be pytest's.
+"""Greedy training rollouts on vLLM (``rollout_backend: vllm``), written to OUT as one
+JSON list of sessions (a file: vLLM's engine logs to stdout as it shuts down). A
+subprocess of ``tests/test_vllm.py``: vLLM spawns engine processes, and a spawned process
+re-imports its parent's main script, which must not be pytest's.
 
-    python tests/vllm_rollouts.py MODEL DATASET CONFIG SPLIT EPISODES"""
+    python tests/vllm_rollouts.py MODEL DATASET CONFIG SPLIT EPISODES OUT"""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+import local_models  # noqa: F401  (first: hides torch extensions that cannot load here)
 
-def main(model_dir: str, dataset: str, config: str, split: str, episodes: str) -> None:
+
+def main(model_dir: str, dataset: str, config: str, split: str, episodes: str, out: str) -> None:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -37,7 +40,7 @@ def main(model_dir: str, dataset: str, config: str, split: str, episodes: str) -
             model, tokenizer, load_episodes(dataset, config, split, limit=int(episodes)),
             chat=False, greedy=True, shots=shots, vllm=policy,
         )  # fmt: skip
-    print(json.dumps([
+    Path(out).write_text(json.dumps([
         {"episode_id": t.episode.episode_id, "outputs": list(t.outputs), "cut": list(t.cut)}
         for t in rollouts.transcripts
     ]))  # fmt: skip

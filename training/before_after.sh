@@ -3,25 +3,28 @@
 # test split of the paired controls of three configs: the easy training config
 # (easy_tasks5_budget0to50), `easy` (other budgets) and `default` (another tier). Chat
 # template, the task's default demonstrations, the dtype the machine computes fastest.
-# Writes OUT/base/ and OUT/adapter/ (lm-eval's results and samples, and a .log each).
+# One lm_eval run per model and task, in OUT/{base,adapter}/TASK/ (lm-eval's results and
+# samples, TASK.log beside it); a finished one is kept, so an interrupted call resumes.
 #   bash training/before_after.sh BASE_DIR OUT [LIMIT] [ADAPTER_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 base="$1" out="$2" limit="${3:-200}" adapter="${4:-}"
 dtype="$(.venv/bin/python -c 'from local_models.hardware import best_dtype; print(best_dtype())')"
-tasks=interrupt_bench_easy_tasks5_budget0to50_controls,interrupt_bench_easy_controls,interrupt_bench_controls
-run() {  # NAME MODEL_ARGS
-  local dir="$out/$1"
+tasks=(interrupt_bench_easy_tasks5_budget0to50_controls interrupt_bench_easy_controls interrupt_bench_controls)
+run() {  # NAME MODEL_ARGS TASK
+  local dir="$out/$1/$3"
   [ -f "$dir/done" ] && return 0
-  mkdir -p "$dir"
-  echo "[before_after] $1: $2, $limit test episodes of $tasks"
+  rm -rf "$dir" && mkdir -p "$dir"
+  echo "[before_after] $1 on $3: $2, $limit test episodes"
   HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 .venv/bin/lm_eval --model hf --model_args "$2" \
-    --device cpu --tasks "$tasks" --include_path lm_eval_tasks --apply_chat_template \
+    --device cpu --tasks "$3" --include_path lm_eval_tasks --apply_chat_template \
     --limit "$limit" --batch_size 32 --metadata '{"dataset_path": "build/interrupt_bench"}' \
     --log_samples --output_path "$dir" > "$dir.log" 2>&1 || { tail -5 "$dir.log"; exit 1; }
   touch "$dir/done"
   grep -E "^\|" "$dir.log" | head -60
 }
-run base "pretrained=$base,dtype=$dtype"
-[ -n "$adapter" ] && run adapter "pretrained=$base,peft=$adapter,dtype=$dtype"
+for task in "${tasks[@]}"; do
+  run base "pretrained=$base,dtype=$dtype" "$task"
+  [ -n "$adapter" ] && run adapter "pretrained=$base,peft=$adapter,dtype=$dtype" "$task"
+done
 exit 0

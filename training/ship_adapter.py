@@ -39,10 +39,18 @@ MAX_ADAPTER_BYTES = 8 * 1024 * 1024
 
 
 def _results(run_dir: Path) -> dict:
+    """lm-eval's reports under ``run_dir`` (one run per task), merged: ``results`` and
+    ``n-samples`` of every task, the ``config`` of the runs (one model, so one config)."""
     files = sorted(run_dir.rglob("results_*.json"))
     if not files:
         raise SystemExit(f"no lm-eval results under {run_dir}: run training/before_after.sh first")
-    return json.loads(files[-1].read_text())
+    merged: dict = {"results": {}, "n-samples": {}}
+    for path in files:  # sorted by lm-eval's time stamp within a task: the newest run wins
+        report = json.loads(path.read_text())
+        merged["results"].update(report["results"])
+        merged["n-samples"].update(report["n-samples"])
+        merged["config"] = report["config"]
+    return merged
 
 
 def _cell(metrics: dict, name: str) -> str:
@@ -51,15 +59,20 @@ def _cell(metrics: dict, name: str) -> str:
     return f"{value:.3f} ± {err:.3f}" if isinstance(err, float) else f"{value:.3f}"
 
 
-def before_after_table(eval_dir: Path) -> str:
+def before_after_table(eval_dir: Path, trained_on: str = "") -> str:
     """The markdown table of ``eval_dir/base`` and ``eval_dir/adapter``: one row per
-    (task, model), the strict filter, numbers and stderr as lm-eval reported them."""
+    (task, model), the training config (``trained_on``) first, the strict filter, numbers
+    and stderr as lm-eval reported them."""
     runs = {name: _results(eval_dir / name) for name in ("base", "adapter")}
     head = "| config | model | episodes | " + " | ".join(c for c, _ in COLUMNS) + " |"
     lines = [head, "|" + "---|" * (3 + len(COLUMNS))]
-    for task in runs["base"]["results"]:
-        config = task.removeprefix("interrupt_bench_").removesuffix("_controls") or "default"
-        config = "default" if task == "interrupt_bench_controls" else config
+    configs = {
+        task: "default" if task == "interrupt_bench_controls"
+        else task.removeprefix("interrupt_bench_").removesuffix("_controls")
+        for task in runs["base"]["results"]
+    }  # fmt: skip
+    for task in sorted(configs, key=lambda t: (configs[t] != trained_on, t)):
+        config = configs[task]
         for name, report in runs.items():
             if task not in report["results"]:
                 continue  # evaluated on the base model only
@@ -106,7 +119,9 @@ def ship(run: Path, eval_dir: Path, dest: Path) -> Path:
     final = validated[-1] if validated and validated[-1]["step"] == rows[-1]["step"] else {}
     collapse = next((r["collapse"] for r in rows if r.get("collapse")), None)
     state = {"step": rows[-1]["step"], "collapse": collapse}
-    return write_adapter_card(dest, cfg, final, state, evaluation=before_after_table(eval_dir))
+    return write_adapter_card(
+        dest, cfg, final, state, evaluation=before_after_table(eval_dir, cfg.dataset_config)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
