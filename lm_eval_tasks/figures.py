@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 from interrupt_bench.costs import BUDGET_BINS, bin_name
@@ -27,33 +28,39 @@ def _save(fig, png: Path, title: str) -> Path:
     return png
 
 
+def logged_sessions(samples_path: Path) -> Iterator[dict]:
+    """Every session transcript of a ``--log_samples`` file, in document order. lm-eval
+    logs each document once per filter, with the same transcript; only the strict copy
+    (``none`` where the task has no filters) is read, so each session comes once."""
+    for line in Path(samples_path).read_text().splitlines():
+        sample = json.loads(line)
+        if sample.get("filter", "strict") in ("strict", "none"):
+            resp = sample["resps"][0]
+            yield from json.loads(resp[0] if isinstance(resp, list) else resp)["sessions"]
+
+
 def logged_task_rows(samples_path: Path) -> list[dict]:
     """One row per task of every logged session: family, own-turn budget, verdicts under
-    both filters. lm-eval logs each document once per filter; the transcript is the same,
-    so only the strict copy is read and the flexible verdict is scored from it."""
+    both filters (the flexible verdict scored from the strict copy's transcript)."""
     from interrupt_bench.episodes import Episode
     from interrupt_bench.scoring import score_episode
 
     rows = []
-    for line in Path(samples_path).read_text().splitlines():
-        sample = json.loads(line)
-        if sample.get("filter", "strict") not in ("strict", "none"):
-            continue
-        for session in json.loads(sample["resps"][0][0])["sessions"]:
-            budgets = session["budgets"]
-            episode = Episode.from_row(session["row"])
-            loose = score_episode(episode, session["outputs"], session["cut"], flexible=True)
-            for verdict, flexible in zip(session["verdicts"], loose.verdicts):
-                k = verdict["task_id"]
-                rows.append(
-                    {
-                        "family": verdict["family"],
-                        "budget": budgets[k - 1],
-                        "correct": verdict["correct"],
-                        "correct_flexible": flexible.correct,
-                        "reattempted": any(t > k for t in verdict["attempt_turns"]),
-                    }
-                )
+    for session in logged_sessions(samples_path):
+        budgets = session["budgets"]
+        episode = Episode.from_row(session["row"])
+        loose = score_episode(episode, session["outputs"], session["cut"], flexible=True)
+        for verdict, flexible in zip(session["verdicts"], loose.verdicts):
+            k = verdict["task_id"]
+            rows.append(
+                {
+                    "family": verdict["family"],
+                    "budget": budgets[k - 1],
+                    "correct": verdict["correct"],
+                    "correct_flexible": flexible.correct,
+                    "reattempted": any(t > k for t in verdict["attempt_turns"]),
+                }
+            )
     return rows
 
 

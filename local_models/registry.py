@@ -141,17 +141,15 @@ def is_cached(name: str, root: Path | None = None) -> bool:
     return (cached_path(name, root) / INFO_FILE).exists()
 
 
-def fetched_from(path: str | os.PathLike, root: Path | None = None) -> GGUFModel | None:
-    """The registry model whose fetched directory ``path`` is, or None for any other
-    directory: a card for an adapter trained on it names the upstream Hub model."""
-    try:
-        resolved = Path(path).expanduser().resolve()
-    except OSError:
+def fetched_from(path: str | os.PathLike) -> GGUFModel | None:
+    """The registry model a fetched directory was made from, read from the record the
+    fetch writes into it (``INFO_FILE``), so a moved or copied directory still says
+    what it is; None for any other directory. An adapter card names its upstream model."""
+    info = Path(path).expanduser() / INFO_FILE
+    if not info.is_file():
         return None
-    for spec in MODELS.values():
-        if isinstance(spec, GGUFModel) and cached_path(spec.name, root).resolve() == resolved:
-            return spec
-    return None
+    spec = MODELS.get(json.loads(info.read_text()).get("name", ""))
+    return spec if isinstance(spec, GGUFModel) else None
 
 
 def model_path(name_or_dir: str, root: Path | None = None, progress: bool = True) -> Path:

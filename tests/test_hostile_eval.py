@@ -18,7 +18,7 @@ from interrupt_bench.config import get_config
 from interrupt_bench.controls import check_budget_cap, labelled_sessions
 from interrupt_bench.episodes import generate_episode
 from interrupt_bench.errors import ConfigError
-from lm_eval_tasks import include_path
+from lm_eval_tasks import figures, include_path
 from lm_eval_tasks.backends import check_generation_settings
 from lm_eval_tasks.settings import RunSettings
 from local_models.engine import Sampling
@@ -53,13 +53,7 @@ def assert_one_line_refusal(proc: subprocess.CompletedProcess, *needles: str) ->
 
 
 def logged_sessions(out: Path) -> list[dict]:
-    samples = samples_file(out, TASK).read_text().splitlines()
-    return [
-        session
-        for line in samples
-        if (sample := json.loads(line))["filter"] == "strict"
-        for session in json.loads(sample["resps"][0][0])["sessions"]
-    ]
+    return list(figures.logged_sessions(samples_file(out, TASK)))
 
 
 # -- a string `until` ----------------------------------------------------------------------

@@ -15,6 +15,11 @@ from training.ship_adapter import before_after_table, ship
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN2 = ROOT / "docs" / "results" / "reinforce-easy-run2"
+CONFIGS = {  # task -> the dataset config its YAML names
+    "interrupt_bench_controls": "default",
+    "interrupt_bench_easy_controls": "easy",
+    "interrupt_bench_easy_tasks5_budget0to50_controls": "easy_tasks5_budget0to50",
+}
 METRICS = ("accuracy", "accuracy_nocut", "interruption_cost", "resumption_rate",
            "reattempt_rate", "overwrite_rate")  # fmt: skip
 
@@ -29,6 +34,7 @@ def report(out: Path, task: str, value: float, model_args: dict, stamp: str) -> 
     path.write_text(json.dumps({
         "results": {task: metrics},
         "n-samples": {task: {"original": 500, "effective": 200}},
+        "configs": {task: {"dataset_name": CONFIGS[task]}},
         "config": {"model_args": model_args},
     }))  # fmt: skip
 
@@ -43,9 +49,7 @@ def evaluated(tmp_path) -> tuple[Path, Path]:
     adapter = tmp_path / "evaluated"
     adapter.mkdir()
     shutil.copy2(run / "adapter_model.safetensors", adapter)
-    tasks = ("interrupt_bench_controls", "interrupt_bench_easy_controls",
-             "interrupt_bench_easy_tasks5_budget0to50_controls")  # fmt: skip
-    for i, task in enumerate(tasks):
+    for i, task in enumerate(CONFIGS):
         stamp = f"2026-12-06T0{i}-00-00.000000"
         report(tmp_path / "eval" / "base", task, 0.1 + i / 10, {"pretrained": "BASE"}, stamp)
         args = {"pretrained": "BASE", "peft": str(adapter)}
@@ -79,12 +83,13 @@ def test_ship_writes_the_card_and_refuses_another_adapter(evaluated, tmp_path):
         ship(run, eval_dir, tmp_path / "again")
 
 
-def test_a_card_names_the_upstream_model_of_a_fetched_base(evaluated, tmp_path, monkeypatch):
+def test_a_card_names_the_upstream_model_of_a_fetched_base(evaluated, tmp_path):
     """An adapter trained on a registry model's fetched directory names its Hub model as
     ``base_model`` (what the Hub links), and says which weights it was trained on."""
     run, eval_dir = evaluated
-    monkeypatch.setenv("INTERRUPT_BENCH_CACHE", str(tmp_path / "cache"))
-    fetched = registry.cached_path("smollm2-135m-instruct")
+    fetched = tmp_path / "moved-copy-of-smollm2"  # where it lies does not matter
+    fetched.mkdir()
+    (fetched / registry.INFO_FILE).write_text(json.dumps({"name": "smollm2-135m-instruct"}))
     assert registry.fetched_from(fetched).upstream == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert registry.fetched_from(tmp_path) is None
     config = json.loads((run / "train_config.json").read_text())

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from lm_eval_tasks.figures import logged_sessions
+
 from .conftest import samples_file
 from .test_lm_eval_cli import ROOT, include_path
 
@@ -52,17 +54,8 @@ def lm_args(model: Path, dataset: Path, out: Path, *extra: str, backend: str = "
 
 
 def sessions(out: Path, task: str) -> list[dict]:
-    """Every session the run logged for ``task``, in document order (the strict filter's
-    samples: lm-eval logs each document once per filter)."""
-    found = []
-    path = samples_file(out, task)
-    for line in path.read_text().splitlines():
-        sample = json.loads(line)
-        if sample["filter"] != "strict":
-            continue
-        resp = sample["resps"][0]
-        found.extend(json.loads(resp[0] if isinstance(resp, list) else resp)["sessions"])
-    return found
+    """Every session the run logged for ``task``, in document order, once each."""
+    return list(logged_sessions(samples_file(out, task)))
 
 
 def results(out: Path) -> dict:

@@ -39,16 +39,17 @@ MAX_ADAPTER_BYTES = 8 * 1024 * 1024
 
 
 def _results(run_dir: Path) -> dict:
-    """lm-eval's reports under ``run_dir`` (one run per task), merged: ``results`` and
-    ``n-samples`` of every task, the ``config`` of the runs (one model, so one config)."""
+    """lm-eval's reports under ``run_dir`` (one run per task), merged: ``results``,
+    ``n-samples`` and ``configs`` of every task, the ``config`` of the runs (one model, so
+    one config)."""
     files = sorted(run_dir.rglob("results_*.json"))
     if not files:
         raise SystemExit(f"no lm-eval results under {run_dir}: run training/before_after.sh first")
-    merged: dict = {"results": {}, "n-samples": {}}
+    merged: dict = {"results": {}, "n-samples": {}, "configs": {}}
     for path in files:  # sorted by lm-eval's time stamp within a task: the newest run wins
         report = json.loads(path.read_text())
-        merged["results"].update(report["results"])
-        merged["n-samples"].update(report["n-samples"])
+        for key in ("results", "n-samples", "configs"):
+            merged[key].update(report[key])
         merged["config"] = report["config"]
     return merged
 
@@ -66,11 +67,10 @@ def before_after_table(eval_dir: Path, trained_on: str = "") -> str:
     runs = {name: _results(eval_dir / name) for name in ("base", "adapter")}
     head = "| config | model | episodes | " + " | ".join(c for c, _ in COLUMNS) + " |"
     lines = [head, "|" + "---|" * (3 + len(COLUMNS))]
+    # The dataset config each task ran on, as lm-eval recorded it from the task's YAML.
     configs = {
-        task: "default" if task == "interrupt_bench_controls"
-        else task.removeprefix("interrupt_bench_").removesuffix("_controls")
-        for task in runs["base"]["results"]
-    }  # fmt: skip
+        task: runs["base"]["configs"][task]["dataset_name"] for task in runs["base"]["results"]
+    }
     for task in sorted(configs, key=lambda t: (configs[t] != trained_on, t)):
         config = configs[task]
         for name, report in runs.items():
