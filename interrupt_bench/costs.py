@@ -55,6 +55,7 @@ PAIRED_MEAN_METRICS = (
 )
 PAIRED_RATIO_METRICS = (
     "resumption_rate",
+    "reattempt_precision",
     *(f"interruption_cost_{bin_name(lo, hi)}" for lo, hi in BUDGET_BINS),
 )
 
@@ -96,6 +97,7 @@ def paired_items(
         "interruption_cost_answer_rate": nocut.answer_rate - interrupted.answer_rate,
         "interleaving_cost_answer_rate": single.answer_rate - nocut.answer_rate,
         "resumption_rate": (interrupted.resumption_num, interrupted.resumption_den),
+        "reattempt_precision": (interrupted.reattempts_open, interrupted.reattempts),
     }
     by_bin = {bin_name(lo, hi): [0, 0] for lo, hi in BUDGET_BINS}
     for budget, cut, free in zip(episode.budgets, interrupted.verdicts, nocut.verdicts):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from interrupt_bench import prompts
 from interrupt_bench.dataset import load_episodes
@@ -84,18 +85,58 @@ def resumes_and_closes(transcript: Transcript) -> bool:
     return resumes_in_question_turn(transcript) and closing_answers(transcript)
 
 
-# What a demonstration should show, by name (lm-eval metadata ``fewshot_rule``, Inspect's
-# ``-T fewshot_rule=``, training's ``fewshot_rule``): predicates in order of preference.
-# Each train episode goes to the first it satisfies; the picks come from the first
-# predicate's episodes, then the next's, then the rest. The default was chosen on the
-# validation split (lm_eval_tasks/interrupt_bench/README.md, "Demonstrations"); its
-# second predicate keeps it to "a cut task resumed and a closing turn that answers"
-# on every build, since sessions that show both are rare (2-5 in 1000 on `easy`).
-RULES: dict[str, tuple[Callable[[Transcript], bool], ...]] = {
-    "resume_and_close": (resumes_and_closes, resumes_in_closing_turn),
-    "next_turn": (resumes_in_question_turn,),
-    "closing": (resumes_in_closing_turn,),
-    "visible_cut": (shows_visible_cut,),
+def closed_tasks(transcript: Transcript) -> set[int]:
+    """The tasks the closing turn answers (none when there is no closing turn)."""
+    n = transcript.episode.n_tasks
+    if transcript.episode.closing_budget <= 0 or len(transcript.outputs) <= n:
+        return set()
+    return {task_id for task_id, _ in parse_turn(transcript.outputs[n]).answers()}
+
+
+def closes_earlier_tasks(transcript: Transcript) -> bool:
+    """The closing turn answers two or more cut tasks, one of them not the last task: the
+    closing turn is where what is open gets finished, whichever tasks those are."""
+    resumed = {task_id for task_id, turn in cut_and_resumed(transcript)
+               if turn > transcript.episode.n_tasks}  # fmt: skip
+    return len(resumed) >= 2 and bool(resumed - {transcript.episode.n_tasks})
+
+
+def closes_an_earlier_task(transcript: Transcript) -> bool:
+    """The closing turn answers a cut task that is not the last task."""
+    n = transcript.episode.n_tasks
+    return any(turn > n and task_id != n for task_id, turn in cut_and_resumed(transcript))
+
+
+@dataclass(frozen=True)
+class Shot:
+    """One demonstration session of a rule: the reference policy that plays it
+    (:data:`interrupt_bench.policies.POLICIES`) and what it should show, as predicates in
+    order of preference."""
+
+    policy: str
+    wants: tuple[Callable[[Transcript], bool], ...]
+
+
+# What the demonstrations should show, by name (lm-eval metadata ``fewshot_rule``,
+# Inspect's ``-T fewshot_rule=``, training's ``fewshot_rule``): the i-th demonstration is
+# played as ``shots[i % len(shots)]`` says. Each train episode goes to the first predicate
+# it satisfies; a shot's pick comes from its first predicate's episodes, then the next's,
+# then the rest; no episode is shown twice. The default was chosen on the validation split
+# (lm_eval_tasks/interrupt_bench/README.md, "Demonstrations"): the oracle coming back to a
+# cut task in the next question's turn (and closing the last one), then the close-open
+# policy finishing two or more cut tasks, not only the last, in the closing turn. Shown
+# only the first, models learn to close the last task whatever is open (RESULTS.md,
+# "Resumption").
+_RESUME_AND_CLOSE = Shot("oracle", (resumes_and_closes, resumes_in_closing_turn))
+RULES: dict[str, tuple[Shot, ...]] = {
+    "track_and_close": (
+        _RESUME_AND_CLOSE,
+        Shot("close_open", (closes_earlier_tasks, closes_an_earlier_task)),
+    ),
+    "resume_and_close": (_RESUME_AND_CLOSE,),
+    "next_turn": (Shot("oracle", (resumes_in_question_turn,)),),
+    "closing": (Shot("oracle", (resumes_in_closing_turn,)),),
+    "visible_cut": (Shot("oracle", (shows_visible_cut,)),),
 }
 DEFAULT_RULE = "resume_and_close"
 
@@ -109,20 +150,22 @@ def check_rule(rule: str) -> str:
     return rule
 
 
-def satisfies(transcript: Transcript, rule: str = DEFAULT_RULE) -> bool:
-    """Whether a demonstration shows what ``rule`` asks for (any of its predicates)."""
-    return any(wanted(transcript) for wanted in RULES[check_rule(rule)])
+def satisfies(transcript: Transcript, rule: str = DEFAULT_RULE, shot: int = 0) -> bool:
+    """Whether a demonstration shows what ``rule`` asks of its ``shot``-th session."""
+    shots = RULES[check_rule(rule)]
+    return any(wanted(transcript) for wanted in shots[shot % len(shots)].wants)
 
 
 def pick(
     train: Sequence[Episode], k: int, seed: int = FEWSHOT_SEED, rule: str = DEFAULT_RULE
 ) -> list[Transcript]:
-    """``k`` oracle transcripts of train episodes in a fixed seeded order, by ``rule``'s
-    preference (:data:`RULES`). In a config whose budgets never cut the oracle's short
-    answers (budgets 50–200), none qualifies, and the demonstrations show the format only.
+    """``k`` transcripts of train episodes in a fixed seeded order, each played and chosen
+    as ``rule``'s shot says (:data:`RULES`). In a config whose budgets never cut the
+    policies' short answers (budgets 50–200), none qualifies, and the demonstrations show
+    the format only.
 
     Raises DatasetError (before any model call) when the train split cannot supply ``k``."""
-    predicates = RULES[check_rule(rule)]
+    shots = RULES[check_rule(rule)]
     if k <= 0:
         return []
     if not train:
@@ -134,15 +177,29 @@ def pick(
         )
     order = list(train)
     random.Random(seed).shuffle(order)
-    tiers: list[list[Transcript]] = [[] for _ in range(len(predicates) + 1)]
-    for start in range(0, len(order), 64):  # replay in chunks until k are the first choice
-        for transcript in replay(order[start : start + 64], policy_responder("oracle"),
-                                 system=False):  # fmt: skip
-            tier = next((i for i, p in enumerate(predicates) if p(transcript)), len(predicates))
-            tiers[tier].append(transcript)
-        if len(tiers[0]) >= k:
-            break
-    return [t for tier in tiers for t in tier][:k]
+    picked: list[Transcript] = []
+    used: set[str] = set()
+    for i in range(k):
+        transcript = _pick_one(order, shots[i % len(shots)], used)
+        used.add(transcript.episode.episode_id)
+        picked.append(transcript)
+    return picked
+
+
+def _pick_one(order: Sequence[Episode], shot: Shot, used: set[str]) -> Transcript:
+    """The first episode in ``order`` (not in ``used``) that best shows what ``shot`` wants,
+    played by its policy; episodes are replayed in chunks until a first choice turns up."""
+    best: tuple[int, Transcript] | None = None
+    for start in range(0, len(order), 64):
+        chunk = [e for e in order[start : start + 64] if e.episode_id not in used]
+        for transcript in replay(chunk, policy_responder(shot.policy), system=False):
+            tier = next((i for i, p in enumerate(shot.wants) if p(transcript)), len(shot.wants))
+            if best is None or tier < best[0]:
+                best = (tier, transcript)
+            if tier == 0:
+                return transcript
+    assert best is not None  # k <= len(train) leaves an unused episode
+    return best[1]
 
 
 def _no_train_split(k: int, why: str) -> DatasetError:

@@ -1,10 +1,16 @@
 """Reference policies that pin the metrics end to end (docs/protocol.md).
 
 *oracle* answers, in order, every earlier task it has not answered yet and then the
-current one; *no-resume* answers only the current task. Both write answer tags only.
-*echo* answers nothing: it says back what it was told (the question's text in a question
-turn, the closing message in the closing turn), so it must score 0 under every filter.
-All three are cut at the budget like any model. Here the cut counts whitespace-separated
+current one; *no-resume* answers only the current task. *close-open* answers the current
+task in its own turn and, in the closing turn, every task still without a closed answer:
+it comes back only at the end, to exactly what is open (the demonstrations' second
+session shows it). *close-last* answers the current task and, in the closing turn, the
+last task whatever is open: the habit a model picks up from demonstrations that always
+close the last task; its resumption is the score such a habit gets by chance, the level a
+model's resumption is read against. All four write answer tags only. *echo* answers
+nothing: it says back what it was told (the question's text in a question turn, the
+closing message in the closing turn), so it must score 0 under every filter. All are cut
+at the budget like any model. Here the cut counts whitespace-separated
 tokens; the lm-eval pack cuts with the evaluated model's tokenizer instead."""
 
 from __future__ import annotations
@@ -49,6 +55,18 @@ def no_resume_text(episode: Episode, turn: int, previous_outputs: tuple[str, ...
     return answer_tag(turn + 1, episode.tasks[turn].answer)
 
 
+def close_open_text(episode: Episode, turn: int, previous_outputs: tuple[str, ...]) -> str:
+    if turn < episode.n_tasks:
+        return no_resume_text(episode, turn, previous_outputs)
+    return oracle_text(episode, turn, previous_outputs)
+
+
+def close_last_text(episode: Episode, turn: int, previous_outputs: tuple[str, ...]) -> str:
+    if turn < episode.n_tasks:
+        return no_resume_text(episode, turn, previous_outputs)
+    return answer_tag(episode.n_tasks, episode.tasks[-1].answer)
+
+
 def echo_text(episode: Episode, turn: int, previous_outputs: tuple[str, ...]) -> str:
     """The current question's text as the user message shows it, without its
     ``<question task=k>`` tag (``<question`` ends a turn in every front end, so a model
@@ -62,6 +80,8 @@ Policy = Callable[[Episode, int, tuple[str, ...]], str]
 POLICIES: dict[str, Policy] = {
     "oracle": oracle_text,
     "no_resume": no_resume_text,
+    "close_open": close_open_text,
+    "close_last": close_last_text,
     "echo": echo_text,
 }
 

@@ -18,7 +18,7 @@ from interrupt_bench.tags import ParsedTurn, parse_turn
 
 # The version of the lm-eval and Inspect tasks: bump when a change alters any score for
 # the same outputs.
-TASK_VERSION = "4.0"
+TASK_VERSION = "4.1"
 # How a played session is read: strictly (the protocol), or flexibly (``score_episode``'s
 # ``flexible``), lm-eval's two filters and Inspect's ``-T filter=``.
 FILTERS = ("strict", "flexible")
@@ -33,7 +33,7 @@ MEAN_METRICS = (
     "format_rate",
 )
 # Metrics that are a ratio of sums over all tasks (episodes with nothing to count do not count).
-RATIO_METRICS = ("resumption_rate",)
+RATIO_METRICS = ("resumption_rate", "reattempt_precision")
 
 
 def lm_eval_metrics(families: Sequence[str] = DEFAULT_FAMILIES) -> dict[str, str]:
@@ -102,6 +102,7 @@ class EpisodeScore:
     verdicts: tuple[TaskVerdict, ...]
     turn_problems: tuple[tuple[str, ...], ...]
     family_counts: dict[str, tuple[int, int]] = field(default_factory=dict)  # correct, total
+    reattempts_open: int = 0  # re-attempted tasks that were still open (reattempt_precision)
 
     @property
     def accuracy(self) -> float:
@@ -130,6 +131,15 @@ class EpisodeScore:
         """This episode's ratio; NaN when no task needed resuming (aggregate with sums)."""
         return self.resumption_num / self.resumption_den if self.resumption_den else math.nan
 
+    @property
+    def reattempt_precision(self) -> float:
+        """Of the tasks re-attempted after their own turn, the share that had no closed
+        answer there: how well going back aims at what is open. A model that re-answers
+        the same tasks in every closing turn (what small models copy from their
+        demonstrations) scores how often those tasks happen to be open; only keeping
+        track of which tasks are open raises it. NaN when nothing was re-attempted."""
+        return self.reattempts_open / self.reattempts if self.reattempts else math.nan
+
     def metrics(self) -> dict[str, float]:
         out = {name: float(getattr(self, name)) for name in (*MEAN_METRICS, *RATIO_METRICS)}
         for family, (correct, total) in sorted(self.family_counts.items()):
@@ -147,6 +157,7 @@ class EpisodeScore:
             name: float(getattr(self, name)) for name in MEAN_METRICS
         }
         out["resumption_rate"] = (self.resumption_num, self.resumption_den)
+        out["reattempt_precision"] = (self.reattempts_open, self.reattempts)
         for family in families:
             out[f"accuracy_{family}"] = self.family_counts.get(family, (0, 0))
         return out
@@ -242,6 +253,7 @@ def score_episode(
         verdicts=tuple(verdicts),
         turn_problems=tuple(p.problems for p in parsed),
         family_counts=family_counts,
+        reattempts_open=sum(v.reattempted() for v in unanswered_own),
     )
 
 
@@ -299,6 +311,7 @@ def merge_scores(scores: Sequence[EpisodeScore]) -> EpisodeScore:
         verdicts=tuple(v for s in scores for v in s.verdicts),
         turn_problems=tuple(p for s in scores for p in s.turn_problems),
         family_counts=families,
+        reattempts_open=sum(s.reattempts_open for s in scores),
     )
 
 
@@ -328,6 +341,7 @@ def aggregate(scores: Sequence[EpisodeScore]) -> dict[str, float]:
     for name in MEAN_METRICS:
         out[name], out[f"{name}_stderr"] = mean_stderr(getattr(s, name) for s in scores)
     out["resumption_rate"] = ratio_of_sums((s.resumption_num, s.resumption_den) for s in scores)
+    out["reattempt_precision"] = ratio_of_sums((s.reattempts_open, s.reattempts) for s in scores)
     families = sorted({f for s in scores for f in s.family_counts})
     for family in families:
         out[f"accuracy_{family}"] = ratio_of_sums(

@@ -88,8 +88,12 @@ class PolicyLM(LM):
         closing = prompts.closing_message(len(questions)) in prompt[last:]
         if self.policy == "echo":
             return prompts.closing_message(len(questions)) if closing else questions[-1][1]
+        current = answer_tag(*self._answer(questions[-1]))  # closing turn: the last task's
         if self.policy == "no_resume":
-            return "" if closing else answer_tag(*self._answer(questions[-1]))
+            return "" if closing else current
+        if self.policy == "close_last" or (self.policy == "close_open" and not closing):
+            return current
+        # the oracle, and close_open's closing turn: every task without a closed answer
         answered = {k for k, _ in parse_turn(prompt).answers()}
         return "\n".join(answer_tag(*self._answer(q)) for q in questions if q[0] not in answered)
 

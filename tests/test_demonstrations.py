@@ -60,15 +60,33 @@ def test_an_unknown_rule_is_refused_with_the_choices():
 
 @pytest.mark.parametrize("seed", [1234, 4242, 7])
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_the_default_demonstration_resumes_a_cut_task_and_closes_on_every_build(name, seed):
+def test_the_default_demonstrations_resume_and_close_what_is_open_on_every_build(name, seed):
     """On every shipped config whose budgets can cut an answer, and whatever seed the
-    dataset was built with, the default demonstration leaves a task open by a cut,
-    answers it later and ends in a closing turn that answers something."""
+    dataset was built with, the first default demonstration leaves a task open by a cut,
+    answers it in a later turn and closes something; the second finishes in its closing
+    turn a cut task that is not the last task, so the closing turns shown do not always
+    answer the same task."""
     config = get_config(name)
     train = [generate_episode(config, "train", i, base_seed=seed) for i in range(400)]
-    (shot,) = demonstrations.pick(train, 1)
-    if config.budget_lo >= 50:  # budgets 50-200 never cut the oracle's short answers
-        assert not demonstrations.cut_and_resumed(shot)
+    first, second = demonstrations.pick(train, demonstrations.DEFAULT_SHOTS)
+    if config.budget_lo >= 50:  # budgets 50-200 never cut the policies' short answers
+        assert not demonstrations.cut_and_resumed(first)
         return
-    assert demonstrations.cut_and_resumed(shot), (name, seed)
-    assert demonstrations.closing_answers(shot), (name, seed)
+    assert demonstrations.cut_and_resumed(first), (name, seed)
+    assert demonstrations.closing_answers(first), (name, seed)
+    assert demonstrations.closes_an_earlier_task(second), (name, seed)
+    if config.n_tasks > 2:  # with two tasks, both may close {1, 2}
+        assert demonstrations.closed_tasks(first) != demonstrations.closed_tasks(second)
+    assert first.episode.episode_id != second.episode.episode_id
+
+
+def test_a_rule_plays_each_shot_with_its_own_policy():
+    config = get_config("easy")
+    train = [generate_episode(config, "train", i) for i in range(400)]
+    first, second, third = demonstrations.pick(train, 3, rule="track_and_close")
+    n = config.n_tasks
+    # close_open answers every cut task only in the closing turn; the oracle comes back sooner
+    assert all(turn == n + 1 for _, turn in demonstrations.cut_and_resumed(second))
+    assert demonstrations.satisfies(third, "track_and_close", shot=2)  # the first's rule
+    assert demonstrations.satisfies(first, "resume_and_close")
+    assert len({t.episode.episode_id for t in (first, second, third)}) == 3

@@ -43,7 +43,7 @@ def _sample_metrics(result, task):
         ("interrupt_bench_tasks10_budget50to200", "tasks10_budget50to200"),
     ],
 )
-@pytest.mark.parametrize("policy", ["oracle", "no_resume"])
+@pytest.mark.parametrize("policy", ["oracle", "no_resume", "close_open", "close_last"])
 def test_policies_score_exactly_what_the_core_predicts(small_dataset, task, config, policy):
     episodes = load_episodes(small_dataset, config, "test", limit=LIMIT)
     result = _evaluate(PolicyLM(episodes, policy), small_dataset, [task])
@@ -58,15 +58,19 @@ def test_policies_score_exactly_what_the_core_predicts(small_dataset, task, conf
         assert s["reattempts"] == score.reattempts
         assert s["format_rate"] == score.format_rate
         assert tuple(s["resumption_rate"]) == (score.resumption_num, score.resumption_den)
+        assert tuple(s["reattempt_precision"]) == (score.reattempts_open, score.reattempts)
     metrics = result["results"][task]
     expected = aggregate(list(predicted.values()))
-    for name in ("accuracy", "reattempts", "answer_rate", "format_rate", "resumption_rate"):
+    for name in ("accuracy", "reattempts", "answer_rate", "format_rate", "resumption_rate",
+                 "reattempt_precision"):  # fmt: skip
         got, want = metrics[f"{name},strict"], expected[name]
         assert got == pytest.approx(want) or (math.isnan(got) and math.isnan(want)), name
     if policy == "no_resume":
         assert metrics["reattempts,strict"] == 0.0
-    else:
-        assert metrics["accuracy,strict"] == 1.0  # whitespace budgets are ample for answer tags
+    if policy in ("oracle", "close_open"):  # whitespace budgets are ample for answer tags
+        assert metrics["accuracy,strict"] == 1.0
+        precision = metrics["reattempt_precision,strict"]  # they go back to open tasks only
+        assert precision == 1.0 or math.isnan(precision)
 
 
 def test_oracle_with_ample_budgets_scores_one_and_controls_run(small_dataset):

@@ -8,6 +8,7 @@ from interrupt_bench.policies import cut_to_words, echo_text, policy_responder
 from interrupt_bench.prompts import closing_message
 from interrupt_bench.scoring import aggregate, score_episode
 from interrupt_bench.session import replay
+from interrupt_bench.tags import parse_turn
 
 
 def _scores(config, policy, n=40):
@@ -48,6 +49,33 @@ def test_oracle_beats_no_resume_on_default():
     none = aggregate(_scores(config, "no_resume", 100))
     assert oracle["accuracy"] > none["accuracy"]
     assert oracle["reattempts"] > 0 == none["reattempts"]
+
+
+@pytest.mark.parametrize("name", ["easy", "default", "tasks10_budget0to50"])
+def test_close_open_finishes_exactly_what_is_open_in_the_closing_turn(name):
+    config = get_config(name).replace(closing_budget=1000)
+    for t in replay(generate_split(config, "test", 60), policy_responder("close_open")):
+        score = t.score()
+        open_tasks = {v.task_id for v in score.verdicts if not v.answered_in_own_turn}
+        closed = {task_id for task_id, _ in parse_turn(t.outputs[-1]).answers()}
+        assert closed == open_tasks and score.resumption_num == len(open_tasks)
+        assert all(set(v.attempt_turns) <= {v.task_id, t.episode.n_turns} for v in score.verdicts)
+
+
+@pytest.mark.parametrize("name", ["easy", "easy_tasks5_budget0to50", "tasks10_budget0to50"])
+def test_close_last_resumes_only_the_last_task_its_chance_level(name):
+    """The habit of closing the last task resumes a cut task only when the last one was
+    cut: its resumption is the share of open tasks that are the last."""
+    config = get_config(name)
+    scores = _scores(config, "close_last", 200)
+    last_open = sum(not s.verdicts[-1].answered_in_own_turn for s in scores)
+    open_tasks = sum(s.resumption_den for s in scores)
+    assert sum(s.resumption_num for s in scores) == last_open
+    assert aggregate(scores)["resumption_rate"] == pytest.approx(last_open / open_tasks)
+    assert 0 < last_open / open_tasks < 0.5
+    # it re-answers the last task in every session; only when that task was open does
+    # the re-attempt aim at something open
+    assert aggregate(scores)["reattempt_precision"] == pytest.approx(last_open / len(scores))
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
