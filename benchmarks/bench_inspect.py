@@ -91,9 +91,7 @@ def inspect_run(logs: Path) -> tuple[dict[str, dict], dict[str, float]]:
     reported = {}
     for score in log.results.scores:
         if score.name in METRICS:
-            reported[score.name] = next(
-                m.value for k, m in score.metrics.items() if k != "stderr"
-            )
+            reported[score.name] = next(m.value for k, m in score.metrics.items() if k != "stderr")
     return found, reported
 
 

@@ -3,7 +3,8 @@ one row per variant (accuracy, no-cut accuracy, interruption cost with stderr; r
 re-attempt rate and precision (the re-attempted tasks that were open) and overwrite rate
 of the interrupted sessions, counted from the logged transcripts; and the tasks the
 closing turn answers most often, with the share of sessions it answers exactly those: a
-share near 1 means the closing turn is copied, not chosen by what is open), as the task README's "Demonstrations" table.
+share near 1 means the closing turn is copied, not chosen by what is open), as the task
+README's "Demonstrations" table.
 
     .venv/bin/python benchmarks/demonstration_table.py out/variants/MODEL-MODE
 

@@ -139,8 +139,7 @@ def _shipped_configs() -> dict[str, EpisodeConfig]:
                 budget_lo=lo,
                 budget_hi=hi,
                 families=EASY_FAMILIES,
-                description=f"Easy tier, Table 1 grid: {n_tasks} tasks, budgets {lo}–{hi} "
-                "tokens.",
+                description=f"Easy tier, Table 1 grid: {n_tasks} tasks, budgets {lo}–{hi} tokens.",
             )
     return configs
 
