@@ -3,7 +3,9 @@ one row per variant (accuracy, no-cut accuracy, interruption cost with stderr; r
 re-attempt rate and precision (the re-attempted tasks that were open) and overwrite rate
 of the interrupted sessions, counted from the logged transcripts; and the tasks the
 closing turn answers most often, with the share of sessions it answers exactly those: a
-share near 1 means the closing turn is copied, not chosen by what is open), as the task
+share near 1 means the closing turn is copied, not chosen by what is open; and the
+resumption a closing turn that always answered those tasks would get on these sessions,
+the level a copied closing turn reaches without keeping track of anything), as the task
 README's "Demonstrations" table.
 
     .venv/bin/python benchmarks/demonstration_table.py out/variants/MODEL-MODE
@@ -21,7 +23,8 @@ from collections import Counter
 from pathlib import Path
 
 COLUMNS = ("accuracy", "no-cut accuracy", "interruption cost", "resumption", "re-attempt rate",
-           "re-attempt precision", "overwrite rate", "closing turn answers")  # fmt: skip
+           "re-attempt precision", "overwrite rate", "closing turn answers",
+           "copy level")  # fmt: skip
 
 
 def cells(variant: Path) -> list[str]:
@@ -35,6 +38,7 @@ def cells(variant: Path) -> list[str]:
 
     tasks = resumed = open_own = reattempted = overwritten = reattempted_open = 0
     closings: Counter[tuple[int, ...]] = Counter()
+    open_ids: list[int] = []  # the task id of every task with no closed answer in its own turn
     for samples in variant.rglob("samples_*.jsonl"):
         for line in samples.read_text().splitlines():
             record = json.loads(line)
@@ -53,9 +57,11 @@ def cells(variant: Path) -> list[str]:
                     overwritten += bool(v.get("overwritten"))
                     if not v["answered_in_own_turn"]:
                         open_own += 1
+                        open_ids.append(v["task_id"])
                         resumed += v["answered_later"]
                         reattempted_open += any(t > v["task_id"] for t in v["attempt_turns"])
     ((common, count),) = closings.most_common(1)
+    copied = sum(task_id in common for task_id in open_ids)
     return [
         cell("accuracy"),
         cell("accuracy_nocut"),
@@ -65,6 +71,7 @@ def cells(variant: Path) -> list[str]:
         f"{reattempted_open / max(reattempted, 1):.3f} ({reattempted_open}/{reattempted})",
         f"{overwritten / tasks:.3f}",
         "{" + ", ".join(map(str, common)) + f"}} in {count}/{closings.total()}",
+        f"{copied / max(open_own, 1):.3f} ({copied}/{open_own})",
     ]
 
 
