@@ -57,6 +57,8 @@ def test_validation_metrics_are_the_cores_aggregate_by_name():
     assert got["val_accuracy"] == core["accuracy"]
     assert got["val_reattempts"] == core["reattempts"]
     assert got["val_resumption_rate"] == core["resumption_rate"]
+    precision = core["reattempt_precision"]  # NaN (nothing re-attempted) is logged as 0
+    assert got["val_reattempt_precision"] == (0.0 if math.isnan(precision) else precision)
     n = len(rows)
     want_reward = sum(reward(s, WEIGHTS, c) for s, c in zip(scores, CUTS)) / n
     want_cut = sum(cut_resumed_rate(s, c) for s, c in zip(scores, CUTS)) / n
@@ -67,6 +69,7 @@ def test_validation_metrics_are_the_cores_aggregate_by_name():
         "val_accuracy",
         "val_reattempts",
         "val_resumption_rate",
+        "val_reattempt_precision",
         "val_cut_resumption",
     ]
 

@@ -15,7 +15,7 @@ from interrupt_bench.errors import InterruptBenchError
 PANELS = (
     ("reward", "val_reward"),
     ("accuracy", "val_accuracy"),
-    ("reattempts", "val_reattempts"),
+    ("reattempts", "val_reattempts", "reattempt_precision", "val_reattempt_precision"),
     # of open tasks / of all tasks, cut ones only (what reward_cut_resumption pays)
     ("resumption_rate", "val_resumption_rate", "cut_resumption", "val_cut_resumption"),
     ("entropy", "kl"),

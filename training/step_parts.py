@@ -146,6 +146,7 @@ def step_record(
         "accuracy": batch["accuracy"],
         "reattempts": batch["reattempts"],
         "resumption_rate": batch["resumption_rate"],
+        "reattempt_precision": batch["reattempt_precision"],
         "cut_resumption": sum(cut_resumption) / len(scores),
         "format_rate": batch["format_rate"],
         "loss": sums.loss,

@@ -59,6 +59,9 @@ def validation_metrics(episodes: Sequence[dict[str, Any]]) -> dict[str, float]:
         "val_reattempts": core["reattempts"],
         # re-attempts that came back to an open task (the rest re-tag finished ones)
         "val_resumption_rate": core["resumption_rate"],
+        # of the re-attempted tasks, the share that were open (copying a fixed closing
+        # turn scores how often its tasks happen to be open)
+        "val_reattempt_precision": core["reattempt_precision"],
         # tasks the budget cut and a later turn answered, per task (deferrals excluded)
         "val_cut_resumption": mean_stderr(e["cut_resumption"] for e in episodes)[0],
     }
