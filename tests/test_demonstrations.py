@@ -60,20 +60,23 @@ def test_an_unknown_rule_is_refused_with_the_choices():
 
 @pytest.mark.parametrize("seed", [1234, 4242, 7])
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_the_default_demonstrations_resume_and_close_what_is_open_on_every_build(name, seed):
+def test_the_default_demonstrations_resume_a_cut_task_and_close_on_every_build(name, seed):
     """On every shipped config whose budgets can cut an answer, and whatever seed the
-    dataset was built with, the first default demonstration leaves a task open by a cut,
-    answers it in a later turn and closes something; the second finishes in its closing
-    turn a cut task that is not the last task, so the closing turns shown do not always
-    answer the same task."""
+    dataset was built with, every default demonstration leaves a task open by a cut,
+    answers it later and ends in a closing turn that answers something; and
+    ``track_and_close``'s second session finishes in its closing turn a cut task that is
+    not the last, so its closing turns do not all answer the same task."""
     config = get_config(name)
     train = [generate_episode(config, "train", i, base_seed=seed) for i in range(400)]
-    first, second = demonstrations.pick(train, demonstrations.DEFAULT_SHOTS)
+    shots = demonstrations.pick(train, demonstrations.DEFAULT_SHOTS)
+    first, second = demonstrations.pick(train, 2, rule="track_and_close")
     if config.budget_lo >= 50:  # budgets 50-200 never cut the policies' short answers
-        assert not demonstrations.cut_and_resumed(first)
+        assert not any(demonstrations.cut_and_resumed(t) for t in (*shots, second))
         return
-    assert demonstrations.cut_and_resumed(first), (name, seed)
-    assert demonstrations.closing_answers(first), (name, seed)
+    for shot in shots:
+        assert demonstrations.cut_and_resumed(shot), (name, seed)
+        assert demonstrations.closing_answers(shot), (name, seed)
+    assert first.episode.episode_id == shots[0].episode.episode_id
     assert demonstrations.closes_an_earlier_task(second), (name, seed)
     if config.n_tasks > 2:  # with two tasks, both may close {1, 2}
         assert demonstrations.closed_tasks(first) != demonstrations.closed_tasks(second)
