@@ -7,6 +7,7 @@ from training.rewards import (
     RewardWeights,
     advantages,
     answer_once_rate,
+    closed_reattempt_rate,
     cut_resumed_rate,
     normalise,
     resumed_rate,
@@ -46,6 +47,8 @@ REDUNDANT = _score(
         (TWICE, RewardWeights(accuracy=0.0, resumption=1.0), 0.0),
         (REDUNDANT, RewardWeights(accuracy=0.0, reattempts=1.0), 0.5),
         (REDUNDANT, RewardWeights(accuracy=0.0, resumption=1.0), 0.0),
+        (REDUNDANT, RewardWeights(closed_reattempts=-1.0), 0.5 - 0.5),  # and it overwrote
+        (RESUMED, RewardWeights(closed_reattempts=-1.0), 1.0),
     ],
 )
 def test_reward_table(score, weights, expected):
@@ -78,6 +81,15 @@ def test_cut_resumption_pays_for_interrupted_tasks_not_deferred_ones():
         cut_resumed_rate(RESUMED, [True])
 
 
+def test_closed_reattempts_count_going_back_to_finished_tasks_only():
+    # REDUNDANT re-tags task 1, answered in turn 1; RESUMED goes back to task 1, left open.
+    assert closed_reattempt_rate(REDUNDANT) == 0.5
+    assert closed_reattempt_rate(RESUMED) == 0.0 and closed_reattempt_rate(PERFECT) == 0.0
+    # TWICE re-answers task 1 (closed in turn 1) in turn 2.
+    assert closed_reattempt_rate(TWICE) == 0.5
+    assert REDUNDANT.reattempts - REDUNDANT.reattempts_open == 1
+
+
 @pytest.mark.parametrize(
     ("baseline", "expected"),
     [
@@ -105,3 +117,16 @@ def test_normalise_gives_unit_std():
     out = normalise([1.0, -1.0, 3.0, -3.0])
     mean = sum(out) / 4
     assert (sum((v - mean) ** 2 for v in out) / 3) ** 0.5 == pytest.approx(1.0, rel=1e-4)
+
+
+def test_every_reward_option_reaches_the_reward():
+    """Each ``reward_<term>`` of the training config sets the weight of that term."""
+    import dataclasses
+
+    from training.config import TrainConfig
+    from training.run_setup import reward_weights
+
+    names = [f.name for f in dataclasses.fields(TrainConfig) if f.name.startswith("reward_")]
+    values = {name: float(i + 2) for i, name in enumerate(names)}
+    weights = reward_weights(TrainConfig(model_name_or_path="m", **values))
+    assert dataclasses.asdict(weights) == {n.removeprefix("reward_"): v for n, v in values.items()}

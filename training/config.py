@@ -96,6 +96,11 @@ class TrainConfig:
         "reward weight of answering, later, tasks whose own turn the budget cut before an "
         "answer (deferring an uncut turn earns nothing)",
     )
+    reward_closed_reattempts: float = option(
+        0.0,
+        "reward weight of re-attempts at tasks their own turn already answered; negative "
+        "charges them (going back to a finished task can only overwrite it)",
+    )
     reward_format: float = option(0.0, "reward weight of the format rate")
     reward_answer_once: float = option(0.0, "reward weight of answering each task exactly once")
     kl_coef: Annotated[float, Range(min=0.0)] = option(

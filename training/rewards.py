@@ -15,7 +15,12 @@ It still pays for *choosing* to leave a task open: on SmolLM2-135M-Instruct, 100
 with it learned to answer every task one turn late (RESULTS.md, "REINFORCE on
 SmolLM2"). The cut-resumption term closes that door: it pays only for tasks whose own
 turn the token budget cut, which the policy cannot choose except by writing past the
-budget (and that costs it the turn's own answer)."""
+budget (and that costs it the turn's own answer).
+
+The closed re-attempts term counts the other side of ``reattempt_precision``: re-attempts
+at tasks their own turn already answered. With a negative weight it charges them, so a
+policy that goes back pays for going back to the wrong task (run 3 in RESULTS.md learned
+to re-tag tasks wholesale when only resumption was paid)."""
 
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ class RewardWeights:
     answer_once: float = 0.0
     resumption: float = 0.0
     cut_resumption: float = 0.0
+    closed_reattempts: float = 0.0
 
 
 def answer_once_rate(score: EpisodeScore) -> float:
@@ -64,6 +70,13 @@ def cut_resumed_rate(score: EpisodeScore, cut: Sequence[bool | None]) -> float:
     )
 
 
+def closed_reattempt_rate(score: EpisodeScore) -> float:
+    """Re-attempts at tasks whose own turn closed an answer, per task of the episode
+    (``reattempts - reattempts_open``: the re-attempts ``reattempt_precision`` counts
+    against)."""
+    return sum(v.reattempted() and v.answered_in_own_turn for v in score.verdicts) / score.n_tasks
+
+
 def reward(
     score: EpisodeScore,
     weights: RewardWeights = RewardWeights(),
@@ -80,6 +93,7 @@ def reward(
         + weights.answer_once * answer_once_rate(score)
         + weights.resumption * resumed_rate(score)
         + (weights.cut_resumption * cut_resumed_rate(score, cut) if weights.cut_resumption else 0.0)
+        + weights.closed_reattempts * closed_reattempt_rate(score)
     )
 
 
