@@ -247,3 +247,24 @@ def test_training_autocast_follows_the_cpus_native_bf16(monkeypatch, flags, laun
     assert mixed_precision("auto") == expected
     assert hardware.best_dtype() == ("bfloat16" if "bf16" in flags else "float32")
     assert mixed_precision("fp16") == "fp16"  # an explicit setting is kept as given
+
+
+def test_open_one_turn_sets_one_question_budget_to_zero_the_same_way_every_time():
+    from dataclasses import replace
+
+    from interrupt_bench.session import SILENT
+    from training.run_setup import open_one_turn
+
+    episodes = [replace(EPISODE, episode_id=f"e{i}", budgets=(7, 8)) for i in range(40)]
+    opened = [open_one_turn(e, seed=0) for e in episodes]
+    for before, after in zip(episodes, opened):
+        zeroed = [i for i, b in enumerate(after.budgets) if b == 0]
+        assert len(zeroed) == 1
+        assert [b for i, b in enumerate(after.budgets) if i != zeroed[0]] == [
+            b for i, b in enumerate(before.budgets) if i != zeroed[0]
+        ]
+        assert (after.closing_budget, after.tasks) == (before.closing_budget, before.tasks)
+    assert opened == [open_one_turn(e, seed=0) for e in episodes]  # same seed, same turns
+    assert {a.budgets.index(0) for a in opened} == {0, 1}  # each turn gets drawn
+    assert opened != [open_one_turn(e, seed=1) for e in episodes]
+    assert SILENT.cut and SILENT.text == ""  # a budget-0 turn: cut before anything is written

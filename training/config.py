@@ -64,6 +64,12 @@ class TrainConfig:
     samples_per_episode: Annotated[int, Range(min=1)] = option(
         4, "K samples per episode (the RLOO group)"
     )
+    open_one_turn: bool = option(
+        False,
+        "set one question turn's budget to 0 in every train episode (which one: drawn from "
+        "the seed and the episode), so every training session holds a task a cut left open "
+        "and the closing turn has something to find; validation keeps the config's budgets",
+    )
     num_fewshot: Annotated[int, Range(min=0)] = option(
         DEFAULT_SHOTS,
         "demonstration sessions before every session, as earlier chat turns: the lm-eval "
@@ -260,6 +266,7 @@ RUN_SHAPE = (
     "lora_target_modules",
     "dataset_path",
     "dataset_config",
+    "open_one_turn",
     "chat",
     "num_fewshot",
     "fewshot_rule",

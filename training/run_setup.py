@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from contextlib import ExitStack
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import torch
 
 from interrupt_bench import demonstrations
 from interrupt_bench.dataset import load_episodes
+from interrupt_bench.episodes import Episode
 from local_models.hardware import best_dtype, cpu_has_bf16
 from training.checkpoints import (
     SetupError,
@@ -48,6 +50,8 @@ def setup(cfg: TrainConfig, held: ExitStack) -> Run:
     accelerator = make_accelerator(cfg, output_dir, held, trackers)
     tokenizer, model = load_model(cfg)
     train = load_episodes(cfg.dataset_path, cfg.dataset_config, "train")
+    if cfg.open_one_turn:
+        train = [open_one_turn(e, cfg.seed) for e in train]
     val = load_episodes(cfg.dataset_path, cfg.dataset_config, "validation", limit=cfg.eval_episodes)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],
@@ -108,6 +112,17 @@ def mixed_precision(setting: str) -> str:
     if launched != "no":
         return launched
     return "bf16" if best_dtype() == "bfloat16" else "no"
+
+
+def open_one_turn(episode: Episode, seed: int) -> Episode:
+    """``episode`` with one question turn's budget set to 0, the turn drawn from ``seed``
+    and the episode's id. A budget-0 turn is cut before its answer opens, so the session
+    holds an open task whatever the policy writes: every sample of a group has one to go
+    back to, and which one differs between episodes, so going back to a fixed task no
+    longer pays in most sessions."""
+    turn = random.Random(f"{seed}:{episode.episode_id}").randrange(episode.n_tasks)
+    budgets = tuple(0 if i == turn else b for i, b in enumerate(episode.budgets))
+    return replace(episode, budgets=budgets)
 
 
 def reward_weights(cfg: TrainConfig) -> RewardWeights:
