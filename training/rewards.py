@@ -74,7 +74,7 @@ def closed_reattempt_rate(score: EpisodeScore) -> float:
     """Re-attempts at tasks whose own turn closed an answer, per task of the episode
     (``reattempts - reattempts_open``: the re-attempts ``reattempt_precision`` counts
     against)."""
-    return sum(v.reattempted() and v.answered_in_own_turn for v in score.verdicts) / score.n_tasks
+    return (score.reattempts - score.reattempts_open) / score.n_tasks
 
 
 def reward(
