@@ -12,6 +12,8 @@ from training.rewards import (
     normalise,
     resumed_rate,
     reward,
+    tag_credits,
+    turn_advantages,
 )
 
 TASKS = tuple(Task("math", "add", f"{i} + {i}", str(2 * i), checker="number") for i in (1, 2))
@@ -130,3 +132,37 @@ def test_every_reward_option_reaches_the_reward():
     values = {name: float(i + 2) for i, name in enumerate(names)}
     weights = reward_weights(TrainConfig(model_name_or_path="m", **values))
     assert dataclasses.asdict(weights) == {n.removeprefix("reward_"): v for n, v in values.items()}
+
+
+def test_tag_credits_pay_for_going_back_to_open_tasks_and_charge_finished_ones():
+    no_cut = [False, False, False]
+    # Own-turn answers are not returns: nothing to credit.
+    assert tag_credits(["<answer task=1>2</answer>", "<answer task=2>4</answer>", ""], no_cut) == [
+        0.0,
+        0.0,
+        0.0,
+    ]
+    # Task 1 left open in turn 1, answered in turn 2: +1 there; re-answered in the closing
+    # turn, when it was no longer open: -1; task 2 answered in its own turn 2, re-tagged: -1.
+    outputs = [
+        "",
+        "<answer task=1>2</answer><answer task=2>4</answer>",
+        "<answer task=1>2</answer><thinking task=2>",
+    ]
+    assert tag_credits(outputs, [True, False, True]) == [0.0, 1.0, -2.0]
+    # A tag at a task not yet asked counts nothing; a thinking tag at an open task counts.
+    assert tag_credits(["<answer task=2>4</answer>", "<thinking task=1>1 + 1", ""], no_cut) == [
+        0.0,
+        1.0,
+        0.0,
+    ]
+    with pytest.raises(ValueError, match="cut holds 2 turns"):
+        tag_credits(["", "", ""], [True, True])
+
+
+def test_turn_advantages_compare_each_turn_with_the_other_samples():
+    credits = [[0.0, 1.0, -1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]
+    out = turn_advantages(credits, group_size=2)
+    assert out == [[0.0, 1.0, -2.0], [0.0, -1.0, 2.0], [-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]
+    with pytest.raises(ValueError, match="samples_per_episode >= 2"):
+        turn_advantages(credits, group_size=1)

@@ -41,6 +41,12 @@ def test_loss_mask_covers_exactly_the_sampled_tokens(model_and_tokenizer, chat):
         sampled = [i for i, s in zip(session.ids, session.sampled) if s]
         assert tok.decode(sampled, skip_special_tokens=True) == "".join(transcript.outputs)
         assert all(lp == 0.0 for lp, s in zip(session.logprobs, session.sampled) if not s)
+        # Each sampled id carries the turn it was written in, and each turn's ids decode to
+        # that turn's output (budget-0 turns write none and so mark none).
+        assert all((t > 0) == s for t, s in zip(session.turn, session.sampled))
+        for k, output in enumerate(transcript.outputs, start=1):
+            ids = [i for i, t in zip(session.ids, session.turn) if t == k]
+            assert tok.decode(ids, skip_special_tokens=True) == output
 
 
 def test_recomputed_logprobs_match_the_sampler(model_and_tokenizer):

@@ -24,8 +24,9 @@ from training.checkpoints import (
     save_checkpoint,
 )
 from training.config import TrainConfig
-from training.loss import check_logprobs, micro_batches
+from training.loss import check_logprobs, micro_batches, token_advantages
 from training.rewards import RewardWeights, cut_resumed_rate, reward
+from training.rollouts import SessionTokens
 from training.state import TrainState
 from training.validation import episode_record, validation_metrics
 
@@ -136,6 +137,23 @@ def test_a_fresh_run_into_a_used_output_dir_is_refused(tmp_path):
 def test_micro_batches_cover_every_session_in_order():
     assert micro_batches(5, 2) == [[0, 1], [2, 3], [4]]
     assert micro_batches(3, 8) == [[0, 1, 2]]
+
+
+def test_token_advantages_add_each_turns_credit_on_that_turns_tokens_only():
+    # ids: template, turn 1 (2 ids), template, turn 2 (1 id), template
+    s = SessionTokens(
+        ids=[0] * 7,
+        sampled=[False, True, True, False, True, False, False],
+        logprobs=[0.0] * 7,
+        turn=[0, 1, 1, 0, 2, 0, 0],
+    )
+    out = token_advantages([s, s], [1, 0], [0.5, -1.0], [[0.0, 2.0], [3.0, 0.0]], 8, "cpu")
+    assert out.tolist() == [
+        [-1.0, 2.0, 2.0, -1.0, -1.0, -1.0, -1.0, -1.0],
+        [0.5, 0.5, 0.5, 0.5, 2.5, 0.5, 0.5, 0.5],
+    ]
+    plain = token_advantages([s], [0], [0.5], None, 7, "cpu")
+    assert plain.tolist() == [[0.5] * 7]
 
 
 def test_logprob_check_logs_its_figures_and_stops_a_misaligned_loss():
@@ -268,3 +286,13 @@ def test_open_one_turn_sets_one_question_budget_to_zero_the_same_way_every_time(
     assert {a.budgets.index(0) for a in opened} == {0, 1}  # each turn gets drawn
     assert opened != [open_one_turn(e, seed=1) for e in episodes]
     assert SILENT.cut and SILENT.text == ""  # a budget-0 turn: cut before anything is written
+
+
+def test_tag_credit_needs_samples_to_compare():
+    from interrupt_bench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="`tag_credit` compares samples of one episode"):
+        TrainConfig(
+            model_name_or_path="m", tag_credit=1.0, samples_per_episode=1, baseline="none"
+        ).validate()
+    TrainConfig(model_name_or_path="m", tag_credit=1.0, samples_per_episode=2).validate()

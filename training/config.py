@@ -107,6 +107,13 @@ class TrainConfig:
         "reward weight of re-attempts at tasks their own turn already answered; negative "
         "charges them (going back to a finished task can only overwrite it)",
     )
+    tag_credit: float = option(
+        0.0,
+        "weight of per-turn credit for going back (training.rewards.tag_credits: +1 per "
+        "earlier task a turn tags while it is open, -1 per task already answered), "
+        "compared with the same turn of the episode's other samples and added to that "
+        "turn's tokens only; 0 = off",
+    )
     reward_format: float = option(0.0, "reward weight of the format rate")
     reward_answer_once: float = option(0.0, "reward weight of answering each task exactly once")
     kl_coef: Annotated[float, Range(min=0.0)] = option(
@@ -249,6 +256,10 @@ class TrainConfig:
                 f"every reward weight is 0 ({', '.join(weights)}): the reward is constant, "
                 "so the policy gradient is 0 and nothing is learned; set at least one, e.g. "
                 "--reward_accuracy 1"
+            )
+        if self.tag_credit and self.samples_per_episode < 2:
+            raise ConfigError(
+                "`tag_credit` compares samples of one episode: set samples_per_episode >= 2"
             )
         if self.baseline == "rloo" and self.samples_per_episode < 2:
             raise ConfigError(

@@ -44,6 +44,25 @@ def batch_tensors(
     return ids.to(device), attn.to(device), sampled.to(device), old_logp.to(device)
 
 
+def token_advantages(
+    sessions: Sequence[SessionTokens],
+    indices: Sequence[int],
+    adv: Sequence[float],
+    turn_adv: Sequence[Sequence[float]] | None,
+    width: int,
+    device: Any,
+) -> torch.Tensor:
+    """Each row's advantage at every position, plus, with ``turn_adv``, its turn's
+    advantage on the ids sampled in that turn (``SessionTokens.turn``)."""
+    out = torch.tensor([[float(adv[i])] * width for i in indices])
+    if turn_adv is not None:
+        for row, i in enumerate(indices):
+            for pos, turn in enumerate(sessions[i].turn):
+                if turn:
+                    out[row, pos] += turn_adv[i][turn - 1]
+    return out.to(device)
+
+
 def micro_batches(n_sessions: int, size: int) -> list[list[int]]:
     """Session indices in consecutive groups of ``size`` (the last one shorter)."""
     return [list(range(i, min(i + size, n_sessions))) for i in range(0, n_sessions, size)]
@@ -185,12 +204,18 @@ def _shared_prefixes(run: Run, sessions: Sequence[SessionTokens]) -> _Prefixes:
 
 
 def policy_gradient(
-    run: Run, sessions: Sequence[SessionTokens], adv: Sequence[float], check: bool
+    run: Run,
+    sessions: Sequence[SessionTokens],
+    adv: Sequence[float],
+    check: bool,
+    turn_adv: Sequence[Sequence[float]] | None = None,
 ) -> GradientSums:
     """Accumulate the REINFORCE gradient (and the k3 KL penalty to the base model when
     ``kl_coef`` is set) over micro-batches, gradients synchronised across ranks on the
-    last one only. Every rank divides by the mean token count of the step, so the
-    all-reduced gradient is the loss normalised over all tokens of all ranks. ``check``:
+    last one only. ``adv``: one advantage per session, on all its sampled tokens;
+    ``turn_adv`` (optional): per session and turn, added on that turn's tokens. Every
+    rank divides by the mean token count of the step, so the all-reduced gradient is the
+    loss normalised over all tokens of all ranks. ``check``:
     run :func:`check_logprobs` on this step's tokens before any update."""
     cfg, accelerator, model = run.cfg, run.accelerator, run.model
     n_tokens = torch.tensor(float(sum(sum(s.sampled) for s in sessions)), device=accelerator.device)
@@ -208,7 +233,8 @@ def policy_gradient(
         n_prefix = prefixes.policy.get_seq_length() if prefixes.policy is not None else 0
         sums.forward_tokens += int(attn.sum()) - n_prefix * len(idx)
         sums.padded_tokens += (ids.shape[1] - n_prefix) * len(idx)
-        a = torch.tensor([adv[i] for i in idx], device=accelerator.device)[:, None]
+        a = token_advantages(sessions, idx, adv, turn_adv, ids.shape[1], accelerator.device)
+        a = a[:, 1:]  # aligned with mask and logp: position p scores ids[:, p + 1]
         sync = j == len(micro) - 1
         with nullcontext() if sync else accelerator.no_sync(model), accelerator.autocast():
             logp, entropy = token_logprobs(model, ids, attn, cfg.temperature, mask, prefixes.policy)

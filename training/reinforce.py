@@ -127,12 +127,12 @@ def run_steps(run: Run, state: TrainState) -> None:
             samples = sample_step(run, next_episodes(run, state, order), step)
 
             # 2. Advantages, and the step's mean reward over all ranks.
-            adv, batch_mean = step_advantages(run, state, samples.rewards)
+            adv, turn_adv, batch_mean = step_advantages(run, state, samples)
 
             # 3. Policy gradient on the sampled tokens, normalised over every token of the step.
             check = step == 0 and cfg.check_logprobs
             t_loss = time.perf_counter()
-            sums = policy_gradient(run, samples.rollouts.sessions, adv, check)
+            sums = policy_gradient(run, samples.rollouts.sessions, adv, check, turn_adv)
 
             # 4. One optimizer step, unless the loss or gradient is not finite.
             t_optim = time.perf_counter()

@@ -20,7 +20,14 @@ budget (and that costs it the turn's own answer).
 The closed re-attempts term counts the other side of ``reattempt_precision``: re-attempts
 at tasks their own turn already answered. With a negative weight it charges them, so a
 policy that goes back pays for going back to the wrong task (run 3 in RESULTS.md learned
-to re-tag tasks wholesale when only resumption was paid)."""
+to re-tag tasks wholesale when only resumption was paid).
+
+Every term above is one number per session, so its advantage reaches every token of the
+session alike, and the few tokens that chose which task to go back to share it with a
+thousand others. :func:`tag_credits` scores that choice where it is made: per assistant
+turn, +1 for each earlier task the turn tags while it is still open and -1 for each it
+tags after it was answered; :func:`turn_advantages` compares each turn with the same turn
+of the episode's other samples, and the loss adds the result to that turn's tokens only."""
 
 from __future__ import annotations
 
@@ -28,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from interrupt_bench.scoring import EpisodeScore
+from interrupt_bench.tags import parse_turn
 
 BASELINES = ("rloo", "group_mean", "running_mean", "none")
 
@@ -75,6 +83,41 @@ def closed_reattempt_rate(score: EpisodeScore) -> float:
     (``reattempts - reattempts_open``: the re-attempts ``reattempt_precision`` counts
     against)."""
     return (score.reattempts - score.reattempts_open) / score.n_tasks
+
+
+def tag_credits(outputs: Sequence[str], cut: Sequence[bool | None]) -> list[float]:
+    """Per assistant turn (closing turn last): +1 for each earlier task it tags (answer or
+    opening tag) that had no closed answer before this turn, -1 for each that had one.
+    Turn i is task i's own turn, so a tag at task i there is its answer, not a return;
+    tags at tasks not yet asked count nothing. ``cut``: the transcript's per-turn flags."""
+    if len(cut) != len(outputs):
+        raise ValueError(f"cut holds {len(cut)} turns; the transcript has {len(outputs)}")
+    closed: set[int] = set()
+    credits = []
+    for i, (text, c) in enumerate(zip(outputs, cut)):
+        parsed = parse_turn(text, c is not False)
+        earlier = [k for k in parsed.attempted() if k <= i]  # turn i+1 is task i+1's own
+        credits.append(float(sum(-1 if k in closed else 1 for k in earlier)))
+        closed.update(k for k, _ in parsed.answers())
+    return credits
+
+
+def turn_advantages(credits: Sequence[Sequence[float]], group_size: int) -> list[list[float]]:
+    """Each session's per-turn credits minus the mean of the same turn over the other
+    samples of its episode (leave-one-out; groups of ``group_size``, contiguous, as in
+    :func:`advantages`). A turn that every sample handles alike gets 0."""
+    if group_size < 2:
+        raise ValueError(
+            "per-turn credit compares samples of one episode: samples_per_episode >= 2"
+        )
+    out: list[list[float]] = []
+    for g in range(0, len(credits), group_size):
+        group = [list(c) for c in credits[g : g + group_size]]
+        width = max(len(c) for c in group)
+        totals = [sum(c[t] for c in group if t < len(c)) for t in range(width)]
+        for c in group:
+            out.append([v - (totals[t] - v) / (group_size - 1) for t, v in enumerate(c)])
+    return out
 
 
 def reward(

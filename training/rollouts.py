@@ -26,12 +26,16 @@ class SessionTokens:
     ids: list[int] = field(default_factory=list)
     sampled: list[bool] = field(default_factory=list)  # True where the model sampled the id
     logprobs: list[float] = field(default_factory=list)  # sampler's log-prob (0 elsewhere)
+    # the 1-based assistant turn each sampled id was written in (0 elsewhere): per-turn
+    # credit (``tag_credit``) reaches the tokens of the turn that earned it
+    turn: list[int] = field(default_factory=list)
     turns_done: int = 0
 
     def extend(self, ids: Sequence[int]) -> None:
         self.ids.extend(ids)
         self.sampled.extend([False] * len(ids))
         self.logprobs.extend([0.0] * len(ids))
+        self.turn.extend([0] * len(ids))
 
 
 class RolloutSession:
@@ -49,6 +53,7 @@ class RolloutSession:
     ):
         self.run, self.deltas, self.tokens = run, deltas, SessionTokens()
         self.contract, self.decode = contract, decode
+        self.asked_turn = 0  # the 0-based turn of the request in flight
 
     def step(self, done: Generated | None) -> Ask | None:
         tokens = self.tokens
@@ -57,6 +62,7 @@ class RolloutSession:
             tokens.ids.extend(ids)
             tokens.sampled.extend([True] * len(ids))
             tokens.logprobs.extend(logprobs)
+            tokens.turn.extend([self.asked_turn + 1] * len(ids))
             self.run.record(TurnResult(done.text, done.cut, n_tokens=done.n_tokens))
         request = self.run.next_request()
         if request is None:
@@ -64,6 +70,7 @@ class RolloutSession:
         for t in range(tokens.turns_done, request.turn + 1):  # budget-0 turns included
             tokens.extend(self.deltas[t])
         tokens.turns_done = request.turn + 1
+        self.asked_turn = request.turn
         return Ask(list(tokens.ids), request.budget, self.contract.stop)
 
 

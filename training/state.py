@@ -80,11 +80,12 @@ class Run:
 @dataclass
 class StepSamples:
     """One step's sessions on this rank: transcripts (for the scorer and samples.jsonl),
-    the token records the loss trains on, each session's score and reward, and the
-    seconds sampling took."""
+    the token records the loss trains on, each session's score and reward, the seconds
+    sampling took, and each session's per-turn credits (``training.rewards.tag_credits``)."""
 
     transcripts: list[Transcript]
     rollouts: Rollouts
     scores: list[EpisodeScore]
     rewards: list[float]
     seconds: float
+    credits: list[list[float]]

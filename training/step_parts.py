@@ -16,7 +16,14 @@ from interrupt_bench.scoring import aggregate
 from training.checkpoints import restore_best
 from training.loss import GradientSums
 from training.policy import sample_transcripts
-from training.rewards import advantages, cut_resumed_rate, normalise, reward
+from training.rewards import (
+    advantages,
+    cut_resumed_rate,
+    normalise,
+    reward,
+    tag_credits,
+    turn_advantages,
+)
 from training.state import Run, StepSamples, TrainState
 from training.validation import collapse_reason, greedy_metrics
 
@@ -68,13 +75,23 @@ def sample_step(run: Run, episodes: list[Episode], step: int) -> StepSamples:
     seconds = time.perf_counter() - t0
     scores = [t.score() for t in transcripts]
     rewards = [reward(s, run.weights, t.cut) for s, t in zip(scores, transcripts)]
-    return StepSamples(transcripts, rollouts, scores, rewards, seconds)
+    credits = [tag_credits(t.outputs, t.cut) for t in transcripts]
+    return StepSamples(transcripts, rollouts, scores, rewards, seconds, credits)
 
 
-def step_advantages(run: Run, state: TrainState, rewards: list[float]) -> tuple[list[float], float]:
-    """Each session's advantage under the configured baseline, and the step's mean reward
-    over all ranks, which also moves the running-mean baseline."""
-    cfg, accelerator = run.cfg, run.accelerator
+def step_advantages(
+    run: Run, state: TrainState, samples: StepSamples
+) -> tuple[list[float], list[list[float]] | None, float]:
+    """Each session's advantage under the configured baseline; with ``tag_credit``, each
+    session's per-turn advantages (weighted, for that turn's tokens only; else None); and
+    the step's mean reward over all ranks, which also moves the running-mean baseline."""
+    cfg, accelerator, rewards = run.cfg, run.accelerator, samples.rewards
+    turn_adv = None
+    if cfg.tag_credit:
+        turn_adv = [
+            [cfg.tag_credit * v for v in row]
+            for row in turn_advantages(samples.credits, cfg.samples_per_episode)
+        ]
     adv = advantages(rewards, cfg.samples_per_episode, cfg.baseline, state.running_mean)
     if cfg.normalize_advantages:
         adv = normalise(adv)
@@ -86,7 +103,7 @@ def step_advantages(run: Run, state: TrainState, rewards: list[float]) -> tuple[
     state.running_mean = (
         cfg.running_mean_decay * state.running_mean + (1 - cfg.running_mean_decay) * batch_mean
     )
-    return adv, batch_mean
+    return adv, turn_adv, batch_mean
 
 
 def guarded_step(run: Run, loss: float, step: int) -> tuple[torch.Tensor, str | None]:
@@ -148,6 +165,8 @@ def step_record(
         "resumption_rate": batch["resumption_rate"],
         "reattempt_precision": batch["reattempt_precision"],
         "cut_resumption": sum(cut_resumption) / len(scores),
+        # per session: open tasks gone back to, minus answered ones (tag_credits, all turns)
+        "tag_credit": sum(map(sum, samples.credits)) / len(scores),
         "format_rate": batch["format_rate"],
         "loss": sums.loss,
         "entropy": entropy_sum / sums.step_tokens,
