@@ -134,30 +134,36 @@ def test_every_reward_option_reaches_the_reward():
     assert dataclasses.asdict(weights) == {n.removeprefix("reward_"): v for n, v in values.items()}
 
 
-def test_tag_credits_pay_for_going_back_to_open_tasks_and_charge_finished_ones():
+def test_tag_credits_pay_for_going_back_to_interrupted_tasks_only():
     no_cut = [False, False, False]
     # Own-turn answers are not returns: nothing to credit.
-    assert tag_credits(["<answer task=1>2</answer>", "<answer task=2>4</answer>", ""], no_cut) == [
-        0.0,
-        0.0,
-        0.0,
-    ]
-    # Task 1 left open in turn 1, answered in turn 2: +1 there; re-answered in the closing
-    # turn, when it was no longer open: -1; task 2 answered in its own turn 2, re-tagged: -1.
+    done = ["<answer task=1>2</answer>", "<answer task=2>4</answer>", ""]
+    assert tag_credits(done, no_cut, 2) == [0.0, 0.0, 0.0]
+    # Task 1 cut in turn 1, answered in turn 2: +1 there; re-answered in the closing turn,
+    # when it was no longer open: -1; task 2, answered in its own turn, re-tagged: -1.
     outputs = [
-        "",
+        "<thinking task=1>",
         "<answer task=1>2</answer><answer task=2>4</answer>",
         "<answer task=1>2</answer><thinking task=2>",
     ]
-    assert tag_credits(outputs, [True, False, True]) == [0.0, 1.0, -2.0]
-    # A tag at a task not yet asked counts nothing; a thinking tag at an open task counts.
-    assert tag_credits(["<answer task=2>4</answer>", "<thinking task=1>1 + 1", ""], no_cut) == [
+    assert tag_credits(outputs, [True, False, True], 2) == [0.0, 1.0, -2.0]
+    # A tag at a task not yet asked counts nothing; a thinking tag at a cut task counts.
+    early = ["<answer task=2>4</answer>", "<thinking task=1>1 + 1", ""]
+    assert tag_credits(early, [True, True, False], 2) == [0.0, 1.0, 0.0]
+    # One answer a turn late: turn 1 ends on its own with no answer (-1, the deferral),
+    # turn 2 goes back to it (0: it was not interrupted) and leaves task 2 (-1), which
+    # the closing turn answers (0 again). Deferring never pays.
+    late = ["", "<answer task=1>2</answer>", "<answer task=2>4</answer>"]
+    assert tag_credits(late, no_cut, 2) == [-1.0, -1.0, 0.0]
+    # None (unknown) counts as cut, as in the scorer: the return to task 1 pays, and the
+    # cut turn 2 is not charged for task 2; a closing turn is never charged.
+    assert tag_credits(["", "<answer task=1>2</answer>", ""], [None, None, False], 2) == [
         0.0,
         1.0,
         0.0,
     ]
     with pytest.raises(ValueError, match="cut holds 2 turns"):
-        tag_credits(["", "", ""], [True, True])
+        tag_credits(["", "", ""], [True, True], 2)
 
 
 def test_turn_advantages_compare_each_turn_with_the_other_samples():

@@ -25,8 +25,9 @@ to re-tag tasks wholesale when only resumption was paid).
 Every term above is one number per session, so its advantage reaches every token of the
 session alike, and the few tokens that chose which task to go back to share it with a
 thousand others. :func:`tag_credits` scores that choice where it is made: per assistant
-turn, +1 for each earlier task the turn tags while it is still open and -1 for each it
-tags after it was answered; :func:`turn_advantages` compares each turn with the same turn
+turn, +1 for each interrupted task it goes back to while it is still open, -1 for each
+it goes back to after it was answered, and -1 for leaving its own task unanswered when
+nothing cut it; :func:`turn_advantages` compares each turn with the same turn
 of the episode's other samples, and the loss adds the result to that turn's tokens only."""
 
 from __future__ import annotations
@@ -85,20 +86,35 @@ def closed_reattempt_rate(score: EpisodeScore) -> float:
     return (score.reattempts - score.reattempts_open) / score.n_tasks
 
 
-def tag_credits(outputs: Sequence[str], cut: Sequence[bool | None]) -> list[float]:
-    """Per assistant turn (closing turn last): +1 for each earlier task it tags (answer or
-    opening tag) that had no closed answer before this turn, -1 for each that had one.
-    Turn i is task i's own turn, so a tag at task i there is its answer, not a return;
-    tags at tasks not yet asked count nothing. ``cut``: the transcript's per-turn flags."""
+def tag_credits(outputs: Sequence[str], cut: Sequence[bool | None], n_tasks: int) -> list[float]:
+    """Per assistant turn (closing turn last), the credit for where it went:
+
+    - +1 for each earlier task it tags (answer or thinking tag) that has no closed answer
+      yet and whose own turn the budget cut: a return to an interrupted task;
+    - -1 for each earlier task it tags that already has a closed answer;
+    - -1 when it is a question turn that ended on its own (not cut) without a closed
+      answer to its own task: the deferral is charged in the turn that chose it.
+
+    Going back to a task deferred on purpose earns nothing, so writing each answer a turn
+    late does not pay (run 7 in RESULTS.md learned exactly that when it did). Turn i is
+    task i's own turn; tags at tasks not yet asked count nothing. ``cut``: the
+    transcript's per-turn flags (None, unknown: counted as cut, as the scorer does)."""
     if len(cut) != len(outputs):
         raise ValueError(f"cut holds {len(cut)} turns; the transcript has {len(outputs)}")
+    was_cut = [c is not False for c in cut]
     closed: set[int] = set()
     credits = []
-    for i, (text, c) in enumerate(zip(outputs, cut)):
-        parsed = parse_turn(text, c is not False)
-        earlier = [k for k in parsed.attempted() if k <= i]  # turn i+1 is task i+1's own
-        credits.append(float(sum(-1 if k in closed else 1 for k in earlier)))
-        closed.update(k for k, _ in parsed.answers())
+    for i, (text, c) in enumerate(zip(outputs, was_cut)):
+        parsed = parse_turn(text, c)
+        answered = {k for k, _ in parsed.answers()}
+        credit = 0.0
+        for k in parsed.attempted():
+            if k <= i:  # an earlier task (turn i+1 is task i+1's own)
+                credit += -1 if k in closed else 1 if was_cut[k - 1] else 0
+        if i < n_tasks and not c and i + 1 not in answered:
+            credit -= 1
+        credits.append(credit)
+        closed |= answered
     return credits
 
 

@@ -75,7 +75,7 @@ def sample_step(run: Run, episodes: list[Episode], step: int) -> StepSamples:
     seconds = time.perf_counter() - t0
     scores = [t.score() for t in transcripts]
     rewards = [reward(s, run.weights, t.cut) for s, t in zip(scores, transcripts)]
-    credits = [tag_credits(t.outputs, t.cut) for t in transcripts]
+    credits = [tag_credits(t.outputs, t.cut, t.episode.n_tasks) for t in transcripts]
     return StepSamples(transcripts, rollouts, scores, rewards, seconds, credits)
 
 
