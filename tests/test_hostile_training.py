@@ -178,7 +178,9 @@ def test_a_second_run_into_a_busy_output_dir_is_refused_naming_the_holder(
 def test_sigterm_during_training_says_what_was_kept_and_how_to_resume(
     tiny_model, small_dataset, tmp_path
 ):
-    """SIGTERM through `accelerate launch -q --cpu` (which passes it to its worker)."""
+    """SIGTERM to `accelerate launch -q --cpu` and its worker at once, as ``pkill`` or a
+    job scheduler sends it: the worker gets its own and the one the launcher passes on,
+    and the second must not cut the report short."""
     out = tmp_path / "term"
     accelerate = str(Path(sys.executable).parent / "accelerate")
     cmd = [accelerate, "launch", "-q", "--cpu", SCRIPT,
@@ -196,7 +198,7 @@ def test_sigterm_during_training_says_what_was_kept_and_how_to_resume(
         while not (out / "checkpoints" / "step-0000001").exists():
             assert launcher.poll() is None and time.time() < deadline, "no first checkpoint"
             time.sleep(0.1)
-        launcher.send_signal(signal.SIGTERM)
+        os.killpg(launcher.pid, signal.SIGTERM)
         _, err = launcher.communicate(timeout=60)
     finally:
         if launcher.poll() is None:

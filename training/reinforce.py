@@ -163,7 +163,11 @@ def run_steps(run: Run, state: TrainState) -> None:
 
 
 def _stop(signum: int, frame: Any) -> None:
-    """SIGTERM unwinds like Ctrl-C, so the lock is released and the interrupt reported."""
+    """SIGTERM unwinds like Ctrl-C, so the lock is released and the interrupt reported.
+    Later SIGTERMs are ignored while that report is written: ``pkill`` reaches both
+    ``accelerate launch`` and its worker, and the launcher passes its own on, so a worker
+    gets two, and a second one inside the handler would end it with a traceback."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
