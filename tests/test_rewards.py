@@ -14,6 +14,7 @@ from training.rewards import (
     reward,
     tag_credits,
     turn_advantages,
+    turn_credit_advantages,
 )
 
 TASKS = tuple(Task("math", "add", f"{i} + {i}", str(2 * i), checker="number") for i in (1, 2))
@@ -172,3 +173,13 @@ def test_turn_advantages_compare_each_turn_with_the_other_samples():
     assert out == [[0.0, 1.0, -2.0], [0.0, -1.0, 2.0], [-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]
     with pytest.raises(ValueError, match="samples_per_episode >= 2"):
         turn_advantages(credits, group_size=1)
+
+
+def test_turn_credit_advantages_weigh_credits_against_the_chosen_baseline():
+    # Every sample re-answers a finished task in the closing turn (-1); one also returns to
+    # a cut task in turn 2. Leave-one-out cancels the shared cost; no baseline keeps it.
+    credits = [[0.0, 1.0, -1.0], [0.0, 0.0, -1.0]]
+    assert turn_credit_advantages(credits, 2.0, "rloo", 2) == [[0.0, 2.0, 0.0], [0.0, -2.0, 0.0]]
+    assert turn_credit_advantages(credits, 2.0, "none", 2) == [[0.0, 2.0, -2.0], [0.0, 0.0, -2.0]]
+    with pytest.raises(ValueError, match="use rloo or none"):
+        turn_credit_advantages(credits, 1.0, "mean", 2)

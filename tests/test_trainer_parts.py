@@ -291,8 +291,15 @@ def test_open_one_turn_sets_one_question_budget_to_zero_the_same_way_every_time(
 def test_tag_credit_needs_samples_to_compare():
     from interrupt_bench.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="`tag_credit` compares samples of one episode"):
+    with pytest.raises(ConfigError, match=r"compares samples of one episode.*baseline none"):
         TrainConfig(
             model_name_or_path="m", tag_credit=1.0, samples_per_episode=1, baseline="none"
         ).validate()
     TrainConfig(model_name_or_path="m", tag_credit=1.0, samples_per_episode=2).validate()
+    TrainConfig(
+        model_name_or_path="m",
+        tag_credit=1.0,
+        tag_credit_baseline="none",
+        samples_per_episode=1,
+        baseline="none",
+    ).validate()

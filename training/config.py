@@ -109,10 +109,16 @@ class TrainConfig:
     )
     tag_credit: float = option(
         0.0,
-        "weight of per-turn credit for going back (training.rewards.tag_credits: +1 per "
-        "earlier task a turn tags while it is open, -1 per task already answered), "
-        "compared with the same turn of the episode's other samples and added to that "
-        "turn's tokens only; 0 = off",
+        "weight of per-turn credit for where a turn goes back (training.rewards.tag_credits: "
+        "+1 per return to a task a cut left open, -1 per return to an answered task, -1 for "
+        "a question turn that ends on its own without its answer), added to that turn's "
+        "tokens only; 0 = off",
+    )
+    tag_credit_baseline: Literal["rloo", "none"] = option(
+        "rloo",
+        "what each turn's credit is compared with: rloo, the same turn of the episode's "
+        "other samples (a cost every sample pays cancels out); none, nothing (the credit "
+        "itself, so a habit every sample shares keeps its cost)",
     )
     reward_format: float = option(0.0, "reward weight of the format rate")
     reward_answer_once: float = option(0.0, "reward weight of answering each task exactly once")
@@ -257,9 +263,10 @@ class TrainConfig:
                 "so the policy gradient is 0 and nothing is learned; set at least one, e.g. "
                 "--reward_accuracy 1"
             )
-        if self.tag_credit and self.samples_per_episode < 2:
+        if self.tag_credit and self.tag_credit_baseline == "rloo" and self.samples_per_episode < 2:
             raise ConfigError(
-                "`tag_credit` compares samples of one episode: set samples_per_episode >= 2"
+                "`tag_credit` with tag_credit_baseline rloo compares samples of one episode: "
+                "set samples_per_episode >= 2 or tag_credit_baseline none"
             )
         if self.baseline == "rloo" and self.samples_per_episode < 2:
             raise ConfigError(

@@ -136,6 +136,18 @@ def turn_advantages(credits: Sequence[Sequence[float]], group_size: int) -> list
     return out
 
 
+def turn_credit_advantages(
+    credits: Sequence[Sequence[float]], weight: float, baseline: str, group_size: int
+) -> list[list[float]]:
+    """The per-turn advantages the loss adds to each turn's tokens: ``weight`` × the
+    credits, compared with the same turn of the episode's other samples (``rloo``:
+    :func:`turn_advantages`) or with nothing (``none``)."""
+    if baseline not in ("rloo", "none"):
+        raise ValueError(f"unknown tag credit baseline {baseline!r}; use rloo or none")
+    rows = turn_advantages(credits, group_size) if baseline == "rloo" else credits
+    return [[weight * v for v in row] for row in rows]
+
+
 def reward(
     score: EpisodeScore,
     weights: RewardWeights = RewardWeights(),

@@ -22,7 +22,7 @@ from training.rewards import (
     normalise,
     reward,
     tag_credits,
-    turn_advantages,
+    turn_credit_advantages,
 )
 from training.state import Run, StepSamples, TrainState
 from training.validation import collapse_reason, greedy_metrics
@@ -88,10 +88,9 @@ def step_advantages(
     cfg, accelerator, rewards = run.cfg, run.accelerator, samples.rewards
     turn_adv = None
     if cfg.tag_credit:
-        turn_adv = [
-            [cfg.tag_credit * v for v in row]
-            for row in turn_advantages(samples.credits, cfg.samples_per_episode)
-        ]
+        turn_adv = turn_credit_advantages(
+            samples.credits, cfg.tag_credit, cfg.tag_credit_baseline, cfg.samples_per_episode
+        )
     adv = advantages(rewards, cfg.samples_per_episode, cfg.baseline, state.running_mean)
     if cfg.normalize_advantages:
         adv = normalise(adv)
