@@ -54,12 +54,12 @@ def token_advantages(
 ) -> torch.Tensor:
     """Each row's advantage at every position, plus, with ``turn_adv``, its turn's
     advantage on the ids sampled in that turn (``SessionTokens.turn``)."""
-    out = torch.tensor([[float(adv[i])] * width for i in indices])
+    out = torch.tensor([float(adv[i]) for i in indices])[:, None].repeat(1, width)
     if turn_adv is not None:
         for row, i in enumerate(indices):
-            for pos, turn in enumerate(sessions[i].turn):
-                if turn:
-                    out[row, pos] += turn_adv[i][turn - 1]
+            turn = torch.tensor(sessions[i].turn, dtype=torch.long)
+            per_turn = torch.tensor([0.0, *turn_adv[i]])  # turn 0: not sampled, nothing added
+            out[row, : len(turn)] += per_turn[turn]
     return out.to(device)
 
 

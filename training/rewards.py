@@ -120,19 +120,14 @@ def tag_credits(outputs: Sequence[str], cut: Sequence[bool | None], n_tasks: int
 
 def turn_advantages(credits: Sequence[Sequence[float]], group_size: int) -> list[list[float]]:
     """Each session's per-turn credits minus the mean of the same turn over the other
-    samples of its episode (leave-one-out; groups of ``group_size``, contiguous, as in
-    :func:`advantages`). A turn that every sample handles alike gets 0."""
-    if group_size < 2:
-        raise ValueError(
-            "per-turn credit compares samples of one episode: samples_per_episode >= 2"
-        )
+    samples of its episode: :func:`advantages` with ``rloo``, turn by turn (groups of
+    ``group_size``, contiguous; the sessions of one episode have the same turns). A turn
+    that every sample handles alike gets 0."""
     out: list[list[float]] = []
     for g in range(0, len(credits), group_size):
-        group = [list(c) for c in credits[g : g + group_size]]
-        width = max(len(c) for c in group)
-        totals = [sum(c[t] for c in group if t < len(c)) for t in range(width)]
-        for c in group:
-            out.append([v - (totals[t] - v) / (group_size - 1) for t, v in enumerate(c)])
+        group = credits[g : g + group_size]
+        columns = [advantages(turn, group_size, "rloo") for turn in zip(*group)]
+        out.extend(list(row) for row in zip(*columns))
     return out
 
 

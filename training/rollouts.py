@@ -53,7 +53,6 @@ class RolloutSession:
     ):
         self.run, self.deltas, self.tokens = run, deltas, SessionTokens()
         self.contract, self.decode = contract, decode
-        self.asked_turn = 0  # the 0-based turn of the request in flight
 
     def step(self, done: Generated | None) -> Ask | None:
         tokens = self.tokens
@@ -62,7 +61,7 @@ class RolloutSession:
             tokens.ids.extend(ids)
             tokens.sampled.extend([True] * len(ids))
             tokens.logprobs.extend(logprobs)
-            tokens.turn.extend([self.asked_turn + 1] * len(ids))
+            tokens.turn.extend([tokens.turns_done] * len(ids))  # the turn just asked, 1-based
             self.run.record(TurnResult(done.text, done.cut, n_tokens=done.n_tokens))
         request = self.run.next_request()
         if request is None:
@@ -70,7 +69,6 @@ class RolloutSession:
         for t in range(tokens.turns_done, request.turn + 1):  # budget-0 turns included
             tokens.extend(self.deltas[t])
         tokens.turns_done = request.turn + 1
-        self.asked_turn = request.turn
         return Ask(list(tokens.ids), request.budget, self.contract.stop)
 
 

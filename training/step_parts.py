@@ -164,7 +164,8 @@ def step_record(
         "resumption_rate": batch["resumption_rate"],
         "reattempt_precision": batch["reattempt_precision"],
         "cut_resumption": sum(cut_resumption) / len(scores),
-        # per session: open tasks gone back to, minus answered ones (tag_credits, all turns)
+        # per session, all turns: returns to interrupted tasks, minus returns to answered
+        # ones and deferrals (training.rewards.tag_credits)
         "tag_credit": sum(map(sum, samples.credits)) / len(scores),
         "format_rate": batch["format_rate"],
         "loss": sums.loss,
