@@ -2,6 +2,8 @@
 covers exactly the sampled tokens, log-probs match a recomputation, and a seed gives the
 same sessions."""
 
+import dataclasses
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -68,3 +70,39 @@ def test_a_seed_gives_the_same_sessions_whatever_the_batch_size(model_and_tokeni
     assert [s.ids for s in again.sessions] == [s.ids for s in first.sessions]
     assert [t.outputs for t in again.transcripts] == [t.outputs for t in first.transcripts]
     assert [s.ids for s in other.sessions] != [s.ids for s in first.sessions]
+
+
+def test_closing_branches_share_the_greedy_history_and_sample_only_the_closing_turn(
+    model_and_tokenizer,
+):
+    model, tok = model_and_tokenizer
+    k = 3
+    out = sample_sessions(model, tok, EPISODES[:2], temperature=1.0, seed=5, closing_branches=k)
+    greedy = sample_sessions(model, tok, EPISODES[:2], greedy=True)
+    assert len(out.transcripts) == 2 * k
+    for e, episode in enumerate(EPISODES[:2]):
+        group = out.transcripts[e * k : (e + 1) * k]
+        sessions = out.sessions[e * k : (e + 1) * k]
+        n = episode.n_tasks
+        for transcript, session in zip(group, sessions):
+            assert transcript.episode == episode
+            # The history is the greedy session's, turn for turn and id for id.
+            assert transcript.outputs[:n] == greedy.transcripts[e].outputs[:n]
+            assert transcript.cut[:n] == greedy.transcripts[e].cut[:n]
+            first = session.sampled.index(True) if True in session.sampled else len(session.ids)
+            assert session.ids[:first] == greedy.sessions[e].ids[:first]
+            # Only the closing turn is sampled, and its ids decode to the closing output.
+            assert set(t for t in session.turn if t) <= {n + 1}
+            closing = [i for i, t in zip(session.ids, session.turn) if t == n + 1]
+            assert tok.decode(closing, skip_special_tokens=True) == transcript.outputs[n]
+            assert len(transcript.outputs) == episode.n_turns
+        # At temperature 1 the tiny model's closing turns differ within a group.
+        assert len({tuple(s.ids) for s in sessions}) > 1
+
+
+def test_closing_branches_refuse_episodes_without_a_closing_turn(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    config = dataclasses.replace(get_config("tasks5_budget0to50"), closing_budget=0)
+    silent = generate_split(config, "train", 1)
+    with pytest.raises(ValueError, match="no closing turn"):
+        sample_sessions(model, tok, silent, closing_branches=2)

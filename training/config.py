@@ -70,6 +70,13 @@ class TrainConfig:
         "the seed and the episode), so every training session holds a task a cut left open "
         "and the closing turn has something to find; validation keeps the config's budgets",
     )
+    closing_branches: bool = option(
+        False,
+        "the samples of an episode share one greedy session up to its closing turn and "
+        "differ in the closing turn only, so RLOO compares closing turns written after the "
+        "same history and each one's advantage is its own (which open tasks it went back "
+        "to); the question turns are context, not trained; greedy because evaluation is",
+    )
     num_fewshot: Annotated[int, Range(min=0)] = option(
         DEFAULT_SHOTS,
         "demonstration sessions before every session, as earlier chat turns: the lm-eval "
@@ -267,6 +274,11 @@ class TrainConfig:
             raise ConfigError(
                 "`tag_credit` with tag_credit_baseline rloo compares samples of one episode: "
                 "set samples_per_episode >= 2 or tag_credit_baseline none"
+            )
+        if self.closing_branches and self.samples_per_episode < 2:
+            raise ConfigError(
+                "`closing_branches` compares the closing turns of one episode: set "
+                "samples_per_episode >= 2"
             )
         if self.baseline == "rloo" and self.samples_per_episode < 2:
             raise ConfigError(

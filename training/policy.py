@@ -57,10 +57,13 @@ def sample_transcripts(
     seed: int = 0,
     shots: Sequence[list[dict[str, str]]] = (),
     vllm: Any = None,
+    closing_branches: int = 0,
 ) -> tuple[list[Transcript], Rollouts]:
     """Sample one session per episode on the session engine (or on ``vllm`` with the
     model's current adapter), after the demonstration sessions ``shots``; returns
-    transcripts and the rollouts (token records per session, engine figures). The model
+    transcripts and the rollouts (token records per session, engine figures);
+    ``closing_branches=K``: K closing turns per episode after one greedy history
+    (:func:`training.rollouts.sample_sessions`). The model
     samples in eval mode (no dropout) and goes back to the mode it was in."""
     was_training = model.training
     model.eval()
@@ -68,7 +71,7 @@ def sample_transcripts(
         vllm.load_adapter(model)
     rollouts = sample_sessions(
         model, tokenizer, episodes, chat=cfg.chat, temperature=cfg.temperature,
-        greedy=greedy, seed=seed, shots=shots, vllm=vllm,
+        greedy=greedy, seed=seed, shots=shots, vllm=vllm, closing_branches=closing_branches,
     )  # fmt: skip
     model.train(was_training)
     return rollouts.transcripts, rollouts

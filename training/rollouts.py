@@ -10,7 +10,7 @@ marks the tokens the model sampled, the only ones that enter the loss."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from interrupt_bench.episodes import Episode
 from interrupt_bench.session import SessionRun, Transcript, TurnResult
@@ -50,9 +50,11 @@ class RolloutSession:
         deltas: list[list[int]],
         contract: TurnContract,
         decode: Callable[[list[int]], str],
+        stop_at: int | None = None,
     ):
         self.run, self.deltas, self.tokens = run, deltas, SessionTokens()
         self.contract, self.decode = contract, decode
+        self.stop_at = stop_at  # the 0-based turn to stop before (None: run to the end)
 
     def step(self, done: Generated | None) -> Ask | None:
         tokens = self.tokens
@@ -64,12 +66,27 @@ class RolloutSession:
             tokens.turn.extend([tokens.turns_done] * len(ids))  # the turn just asked, 1-based
             self.run.record(TurnResult(done.text, done.cut, n_tokens=done.n_tokens))
         request = self.run.next_request()
-        if request is None:
+        if request is None or request.turn == self.stop_at:
             return None
         for t in range(tokens.turns_done, request.turn + 1):  # budget-0 turns included
             tokens.extend(self.deltas[t])
         tokens.turns_done = request.turn + 1
         return Ask(list(tokens.ids), request.budget, self.contract.stop)
+
+    def branch(self) -> RolloutSession:
+        """A session that goes on from where this one stopped (``stop_at``), on a copy of
+        its transcript and ids; the ids so far are context there, not sampled, so only
+        what the branch writes enters the loss."""
+        tr = self.run.transcript
+        run = SessionRun(tr.episode, self.run.session, self.run.system)
+        for text, cut, n in zip(tr.outputs, tr.cut, tr.n_tokens):
+            run.record(TurnResult(text, cut, n_tokens=n))
+        out = RolloutSession(run, self.deltas, self.contract, self.decode)
+        n = len(self.tokens.ids)
+        out.tokens = SessionTokens(
+            list(self.tokens.ids), [False] * n, [0.0] * n, [0] * n, self.tokens.turns_done
+        )
+        return out
 
 
 def kept_ids(done: Generated, decode: Callable[[list[int]], str]) -> tuple[list[int], list[float]]:
@@ -108,6 +125,7 @@ def sample_sessions(
     batch_size: int | None = None,
     shots: Sequence[list[dict[str, str]]] = (),
     vllm=None,
+    closing_branches: int = 0,
 ) -> Rollouts:
     """Sample one session per episode on the session engine (all in one batch unless
     ``batch_size`` says otherwise), or on ``vllm`` (a ``training.vllm_policy.VllmPolicy``)
@@ -115,26 +133,63 @@ def sample_sessions(
     sessions ``shots`` (their prefix is computed once and shared). The prompts are the
     ids the lm-eval hook sends for the same turns (:func:`local_models.chat.
     turn_delta_ids`), and every turn ends where the hook ends it (the same stop strings
-    and EOS ids: :func:`local_models.chat.hf_turn_contract`)."""
-    runs = [SessionRun(ep, i) for i, ep in enumerate(episodes)]
+    and EOS ids: :func:`local_models.chat.hf_turn_contract`).
+
+    ``closing_branches=K`` returns K sessions per episode instead, grouped by episode:
+    one greedy session up to the closing turn, then K closing turns sampled from it (the
+    engine prefills the shared history once per episode). Only the closing turns are
+    marked sampled."""
     contract = hf_turn_contract(tokenizer, model, chat)
 
     def decode(ids: list[int]) -> str:
         return tokenizer.decode(ids, skip_special_tokens=True)
 
-    drivers = [
-        RolloutSession(run, turn_delta_ids(tokenizer, ep, chat, shots=shots), contract, decode)
-        for run, ep in zip(runs, episodes)
-    ]
-    if vllm is not None:
-        stats = vllm.run(drivers, tokenizer, greedy, temperature, seed)
-        return Rollouts([r.transcript for r in runs], [d.tokens for d in drivers], stats)
-    engine = SessionEngine(
-        model,
-        decode,
-        eos_ids=list(contract.eos_ids),
-        batch_size=batch_size or max(len(episodes), 1),
-        sampling=Sampling(greedy=greedy, temperature=temperature, seed=seed),
-    )
-    stats = engine.run(drivers)
-    return Rollouts([r.transcript for r in runs], [d.tokens for d in drivers], stats)
+    def drivers_for(stop_at: bool) -> list[RolloutSession]:
+        return [
+            RolloutSession(
+                SessionRun(ep, i),
+                turn_delta_ids(tokenizer, ep, chat, shots=shots),
+                contract,
+                decode,
+                stop_at=ep.n_tasks if stop_at else None,
+            )
+            for i, ep in enumerate(episodes)
+        ]
+
+    def run(drivers: list[RolloutSession], greedy: bool, seed: int) -> EngineStats:
+        if vllm is not None:
+            return vllm.run(drivers, tokenizer, greedy, temperature, seed)
+        engine = SessionEngine(
+            model,
+            decode,
+            eos_ids=list(contract.eos_ids),
+            batch_size=batch_size or max(len(drivers), 1),
+            sampling=Sampling(greedy=greedy, temperature=temperature, seed=seed),
+        )
+        return engine.run(drivers)
+
+    if not closing_branches:
+        drivers = drivers_for(stop_at=False)
+        stats = run(drivers, greedy, seed)
+    else:
+        for ep in episodes:
+            if ep.closing_budget < 1:
+                raise ValueError(
+                    f"episode {ep.episode_id} has no closing turn (closing budget 0), so "
+                    "closing_branches has nothing to sample; train on a config with one or "
+                    "turn closing_branches off"
+                )
+        heads = drivers_for(stop_at=True)
+        history = run(heads, True, seed)
+        drivers = [h.branch() for h in heads for _ in range(closing_branches)]
+        stats = added(history, run(drivers, greedy, seed))
+    return Rollouts([d.run.transcript for d in drivers], [d.tokens for d in drivers], stats)
+
+
+def added(a: EngineStats, b: EngineStats) -> EngineStats:
+    """Two runs' figures as one (``max_rows``: the larger)."""
+    out = EngineStats()
+    for f in fields(EngineStats):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        setattr(out, f.name, max(x, y) if f.name == "max_rows" else x + y)
+    return out

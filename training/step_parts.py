@@ -58,19 +58,22 @@ def next_episodes(run: Run, state: TrainState, order: list[int]) -> list[Episode
 
 
 def sample_step(run: Run, episodes: list[Episode], step: int) -> StepSamples:
-    """K sessions per episode, scored and rewarded. Sampling depends on (seed, step, rank)
-    only, so a resumed run samples what the uninterrupted one would have."""
+    """K sessions per episode (with ``closing_branches``: K closing turns after one greedy
+    history), scored and rewarded. Sampling depends on (seed, step, rank) only, so a
+    resumed run samples what the uninterrupted one would have."""
     cfg, accelerator = run.cfg, run.accelerator
+    k = cfg.samples_per_episode
     t0 = time.perf_counter()
     with accelerator.autocast():
         transcripts, rollouts = sample_transcripts(
             accelerator.unwrap_model(run.model),
             run.tokenizer,
-            [e for e in episodes for _ in range(cfg.samples_per_episode)],
+            episodes if cfg.closing_branches else [e for e in episodes for _ in range(k)],
             cfg,
             seed=(cfg.seed * 1_000_003 + step) * 1009 + accelerator.process_index,
             shots=run.shots,
             vllm=run.vllm,
+            closing_branches=k if cfg.closing_branches else 0,
         )
     seconds = time.perf_counter() - t0
     scores = [t.score() for t in transcripts]
