@@ -91,3 +91,55 @@ def test_shared_prefix_cache_gives_the_same_logprobs_and_gradients(tiny_model, a
     )
     print(f"cosine(reused, full gradient) = {float(cos):.3f}")
     assert cos > 0.5
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3-sliding"])
+@pytest.mark.parametrize("with_prefix", [False, True])
+def test_shared_history_run_once_gives_the_full_logprobs_and_gradients(
+    tiny_model, arch, with_prefix
+):
+    """Rows that share a whole history before their first sampled id (closing branches):
+    running it once for one row, with gradient, and continuing every row from its keys and
+    values gives the log-probs and the gradients of running it in every row, on top of a
+    no-gradient shared prefix or without one."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoTokenizer
+
+    from training.loss import prefix_cache
+
+    from .test_engine import _tiny_gemma3
+
+    if arch == "llama":
+        base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    else:
+        base = _tiny_gemma3(AutoTokenizer.from_pretrained(tiny_model), torch.float32)
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    model = get_peft_model(base, lora).train()
+    torch.manual_seed(2)
+    history = torch.randint(3, 300, (14,)).tolist()
+    rows = [history + torch.randint(3, 300, (n,)).tolist() for n in (6, 3, 5)]
+    width = max(map(len, rows))
+    ids = torch.zeros(3, width, dtype=torch.long)
+    attn = torch.zeros_like(ids)
+    mask = torch.zeros(3, width - 1)
+    for r, row in enumerate(rows):
+        ids[r, : len(row)] = torch.tensor(row)
+        attn[r, : len(row)] = 1
+        mask[r, len(history) - 1 : len(row) - 1] = 1  # every id after the history
+    n_prefix = 5 if with_prefix else 0
+    shared = len(history) - 1 - n_prefix
+
+    def run(**kwargs):
+        model.zero_grad()
+        logp, _ = token_logprobs(model, ids, attn, 1.0, mask, **kwargs)
+        (logp * torch.arange(1, width)).sum().backward()  # weights differ by position
+        return logp.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    prefix = prefix_cache(model, history[:n_prefix], ids.device) if with_prefix else None
+    want, want_grads = run(prefix=prefix)
+    got, grads = run(prefix=prefix, shared=shared)
+    assert torch.allclose(got, want, atol=1e-5)
+    for g, w in zip(grads, want_grads):
+        assert torch.allclose(g, w, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="inside the shared prefix"):
+        token_logprobs(model, ids, attn, 1.0, mask, prefix=prefix, shared=shared + 1)

@@ -155,7 +155,9 @@ class TrainConfig:
         "run the prefix every session of a step shares (system prompt, demonstrations) "
         "once without gradient and reuse its keys and values for every sequence; the "
         "prefix holds no sampled token, so only the gradient through its keys and values "
-        "is left out. Not with gradient_checkpointing (transformers drops a cache there)",
+        "is left out. What the sessions of a micro batch share beyond it (the history of "
+        "closing branches) runs once per micro batch with gradient, exactly. Not with "
+        "gradient_checkpointing (transformers drops a cache there)",
     )
     # LoRA
     lora_r: Annotated[int, Range(min=1)] = option(16, "LoRA rank")

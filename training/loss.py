@@ -110,6 +110,7 @@ def token_logprobs(
     temperature: float,
     mask: torch.Tensor,
     prefix: Any = None,
+    shared: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs of each next token at the sampling temperature, and the entropy there,
     on the positions ``mask`` marks (the sampled tokens); 0 elsewhere.
@@ -120,15 +121,15 @@ def token_logprobs(
     SmolLM2. The forward pass still goes through ``model`` itself (DDP and peft see it).
 
     ``prefix`` (from :func:`prefix_cache`) holds the keys and values of the first P ids
-    every row shares; then only ids[:, P:] run through the model, attending to it."""
-    n_prefix, kwargs = 0, {}
-    if prefix is not None:
-        n_prefix = prefix.get_seq_length()
-        if bool(mask[:, :n_prefix].any()):
-            raise ValueError("a sampled token lies inside the shared prefix")
-        cache = copy.deepcopy(prefix)
-        cache.batch_repeat_interleave(ids.shape[0])
-        kwargs = {"past_key_values": cache, "use_cache": True}
+    every row shares; then only ids[:, P:] run through the model, attending to it.
+    ``shared`` more ids after it that every row also holds (the history closing branches
+    share) run once, for one row, with gradient, and every row continues from their keys
+    and values: the numbers and gradients of running them in every row, at 1/rows the
+    cost."""
+    n_prefix = prefix.get_seq_length() if prefix is not None else 0
+    start = n_prefix + shared
+    if (prefix is not None or shared) and bool(mask[:, :start].any()):
+        raise ValueError("a sampled token lies inside the shared prefix")
     lm = _causal_lm(model)
     head = lm.get_output_embeddings()
     softcap = getattr(lm.config, "final_logit_softcapping", None)
@@ -136,13 +137,24 @@ def token_logprobs(
     if softcap is not None:
         lm.config.final_logit_softcapping = None
     try:
-        hidden = model(input_ids=ids[:, n_prefix:], attention_mask=attn, **kwargs).logits[:, :-1]
+        kwargs: dict[str, Any] = {}
+        if prefix is not None:
+            kwargs = {"past_key_values": copy.deepcopy(prefix), "use_cache": True}
+        if shared:
+            head_out = model(
+                input_ids=ids[:1, n_prefix:start], attention_mask=attn[:1, :start],
+                use_cache=True, **{k: v for k, v in kwargs.items() if k != "use_cache"},
+            )  # fmt: skip
+            kwargs = {"past_key_values": head_out.past_key_values, "use_cache": True}
+        if kwargs:
+            kwargs["past_key_values"].batch_repeat_interleave(ids.shape[0])
+        hidden = model(input_ids=ids[:, start:], attention_mask=attn, **kwargs).logits[:, :-1]
     finally:
         lm.set_output_embeddings(head)
         if softcap is not None:
             lm.config.final_logit_softcapping = softcap
     where = mask.bool()
-    logits = head(hidden[where[:, n_prefix:]]).float()
+    logits = head(hidden[where[:, start:]]).float()
     if softcap is not None:
         logits = torch.tanh(logits / softcap) * softcap
     logp_all = torch.log_softmax(logits / temperature, dim=-1)
@@ -203,6 +215,16 @@ def _shared_prefixes(run: Run, sessions: Sequence[SessionTokens]) -> _Prefixes:
     return out
 
 
+def micro_batch_shared(run: Run, group: Sequence[SessionTokens], n_prefix: int) -> int:
+    """How many ids after the step's shared prefix (``n_prefix``) every session of a micro
+    batch still shares before its first sampled id, less the last one (each row keeps at
+    least one input): the closing branches of one episode share their whole history. 0
+    without ``reuse_prefix`` or with one row."""
+    if not run.cfg.reuse_prefix or len(group) < 2:
+        return 0
+    return max(shared_prefix_length(group) - 1 - n_prefix, 0)
+
+
 def policy_gradient(
     run: Run,
     sessions: Sequence[SessionTokens],
@@ -225,23 +247,26 @@ def policy_gradient(
     prefixes = _shared_prefixes(run, sessions)
     sums.reference_seconds = prefixes.reference_seconds
     micro = micro_batches(len(sessions), cfg.micro_batch_size)
+    n_prefix = prefixes.policy.get_seq_length() if prefixes.policy is not None else 0
     for j, idx in enumerate(micro):
         ids, attn, sampled, old_logp = batch_tensors(
             sessions, idx, run.tokenizer.pad_token_id, accelerator.device
         )
         mask = sampled[:, 1:].float()
-        n_prefix = prefixes.policy.get_seq_length() if prefixes.policy is not None else 0
-        sums.forward_tokens += int(attn.sum()) - n_prefix * len(idx)
-        sums.padded_tokens += (ids.shape[1] - n_prefix) * len(idx)
+        shared = micro_batch_shared(run, [sessions[i] for i in idx], n_prefix)
+        sums.forward_tokens += int(attn.sum()) - n_prefix * len(idx) - shared * (len(idx) - 1)
+        sums.padded_tokens += (ids.shape[1] - n_prefix - shared) * len(idx) + shared
         a = token_advantages(sessions, idx, adv, turn_adv, ids.shape[1], accelerator.device)
         a = a[:, 1:]  # aligned with mask and logp: position p scores ids[:, p + 1]
         sync = j == len(micro) - 1
         with nullcontext() if sync else accelerator.no_sync(model), accelerator.autocast():
-            logp, entropy = token_logprobs(model, ids, attn, cfg.temperature, mask, prefixes.policy)
+            logp, entropy = token_logprobs(
+                model, ids, attn, cfg.temperature, mask, prefixes.policy, shared
+            )
             loss = -(a * logp * mask).sum() / total_tokens
             if cfg.kl_coef > 0:
                 t0 = time.perf_counter()
-                kl = _kl_to_reference(run, ids, attn, mask, logp, prefixes.reference)
+                kl = _kl_to_reference(run, ids, attn, mask, logp, prefixes.reference, shared)
                 sums.reference_seconds += time.perf_counter() - t0
                 loss = loss + cfg.kl_coef * kl.sum() / total_tokens
                 sums.kl += float(kl.detach().sum())
@@ -264,13 +289,14 @@ def _kl_to_reference(
     mask: torch.Tensor,
     logp: torch.Tensor,
     reference_prefix: Any,
+    shared: int = 0,
 ) -> torch.Tensor:
     """Per-token k3 estimate of KL(policy || base), >= 0, on the sampled positions; the
     base model is the policy with its adapter disabled, so no second copy is held."""
     unwrapped = run.accelerator.unwrap_model(run.model)
     with torch.no_grad(), unwrapped.disable_adapter():
         ref_logp, _ = token_logprobs(
-            unwrapped, ids, attn, run.cfg.temperature, mask, reference_prefix
+            unwrapped, ids, attn, run.cfg.temperature, mask, reference_prefix, shared
         )
     log_ratio = ref_logp - logp
     return (log_ratio.exp() - 1 - log_ratio) * mask
