@@ -2,6 +2,7 @@
 lm_eval loads with peft=, two data-parallel processes, kill -9 and resume, bad input."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -287,6 +288,26 @@ def test_unwritable_output_and_missing_train_split(tiny_model, small_dataset, tm
     )
     proc = _run([sys.executable, SCRIPT, *_args(tiny_model, test_only, tmp_path / "y")])
     assert proc.returncode == 2 and "no split 'train'" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_closing_branches_train_on_the_closing_turn_after_one_history(
+    tiny_model, small_dataset, tmp_path
+):
+    """Two steps with closing branches (K closing turns after one greedy history, the
+    history run once per micro batch in the loss): the first-step log-prob check passes on
+    the closing tokens and both steps are taken. What the branches hold: test_rollout."""
+    out = tmp_path / "branches"
+    extra = (
+        "--max_steps", "2", "--closing_branches", "true", "--samples_per_episode", "3",
+        "--micro_batch_size", "3", "--temperature", "1.0", "--sample_every", "1",
+        "--eval_every", "2",
+    )  # fmt: skip
+    proc = _run([sys.executable, SCRIPT, *_args(tiny_model, small_dataset, out, *extra)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "first-step check over" in proc.stdout and ": ok" in proc.stdout
+    rows = _log(out)
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(r["skipped"] is None and math.isfinite(r["loss"]) for r in rows)
 
 
 def test_collapse_guard_stops_and_keeps_the_best_adapter(tiny_model, small_dataset, tmp_path):
