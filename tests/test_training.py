@@ -396,6 +396,8 @@ def test_inspect_reattempts_splits_what_the_metric_counts(mini, small_dataset, c
         "tiny-cpu.yaml",
         "reference-small-cpu.yaml",
         "smollm2-135m-cpu.yaml",
+        "smollm2-135m-easy-cpu.yaml",
+        "smollm2-135m-easy-closing-cpu.yaml",
     ],
 )
 def test_shipped_training_configs_parse_and_validate(name):
