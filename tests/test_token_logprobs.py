@@ -36,15 +36,11 @@ def test_selected_positions_equal_full_logits(tiny_model, lora):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainable)
 
 
-@pytest.mark.parametrize("arch", ["llama", "gemma3-sliding"])
-def test_shared_prefix_cache_gives_the_same_logprobs_and_gradients(tiny_model, arch):
-    """Rows that share a prefix: running it once without gradient and reusing its keys
-    and values gives the log-probs of the full forward pass, and gradients still reach
-    the adapter (sliding-window layers included, the window shorter than the prefix)."""
+def _lora_model(tiny_model, arch):
+    """The tiny Llama, or a tiny Gemma 3 whose sliding window is shorter than the
+    prefixes below, in float32 with a non-zero LoRA adapter on q and v, in train mode."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoTokenizer
-
-    from training.loss import prefix_cache, shared_prefix_length
 
     from .test_engine import _tiny_gemma3
 
@@ -53,7 +49,17 @@ def test_shared_prefix_cache_gives_the_same_logprobs_and_gradients(tiny_model, a
     else:
         base = _tiny_gemma3(AutoTokenizer.from_pretrained(tiny_model), torch.float32)
     lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    model = get_peft_model(base, lora).train()
+    return get_peft_model(base, lora).train()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3-sliding"])
+def test_shared_prefix_cache_gives_the_same_logprobs_and_gradients(tiny_model, arch):
+    """Rows that share a prefix: running it once without gradient and reusing its keys
+    and values gives the log-probs of the full forward pass, and gradients still reach
+    the adapter (sliding-window layers included, the window shorter than the prefix)."""
+    from training.loss import prefix_cache, shared_prefix_length
+
+    model = _lora_model(tiny_model, arch)
     torch.manual_seed(1)
     prefix = torch.randint(3, 300, (9,)).tolist()
 
@@ -102,19 +108,9 @@ def test_shared_history_run_once_gives_the_full_logprobs_and_gradients(
     running it once for one row, with gradient, and continuing every row from its keys and
     values gives the log-probs and the gradients of running it in every row, on top of a
     no-gradient shared prefix or without one."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoTokenizer
-
     from training.loss import prefix_cache
 
-    from .test_engine import _tiny_gemma3
-
-    if arch == "llama":
-        base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
-    else:
-        base = _tiny_gemma3(AutoTokenizer.from_pretrained(tiny_model), torch.float32)
-    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    model = get_peft_model(base, lora).train()
+    model = _lora_model(tiny_model, arch)
     torch.manual_seed(2)
     history = torch.randint(3, 300, (14,)).tolist()
     rows = [history + torch.randint(3, 300, (n,)).tolist() for n in (6, 3, 5)]

@@ -128,7 +128,7 @@ def token_logprobs(
     cost."""
     n_prefix = prefix.get_seq_length() if prefix is not None else 0
     start = n_prefix + shared
-    if (prefix is not None or shared) and bool(mask[:, :start].any()):
+    if bool(mask[:, :start].any()):
         raise ValueError("a sampled token lies inside the shared prefix")
     lm = _causal_lm(model)
     head = lm.get_output_embeddings()
@@ -137,17 +137,16 @@ def token_logprobs(
     if softcap is not None:
         lm.config.final_logit_softcapping = None
     try:
-        kwargs: dict[str, Any] = {}
-        if prefix is not None:
-            kwargs = {"past_key_values": copy.deepcopy(prefix), "use_cache": True}
-        if shared:
-            head_out = model(
+        cache = copy.deepcopy(prefix) if prefix is not None else None
+        if shared:  # one row, with gradient, on top of the prefix
+            cache = model(
                 input_ids=ids[:1, n_prefix:start], attention_mask=attn[:1, :start],
-                use_cache=True, **{k: v for k, v in kwargs.items() if k != "use_cache"},
-            )  # fmt: skip
-            kwargs = {"past_key_values": head_out.past_key_values, "use_cache": True}
-        if kwargs:
-            kwargs["past_key_values"].batch_repeat_interleave(ids.shape[0])
+                past_key_values=cache, use_cache=True,
+            ).past_key_values  # fmt: skip
+        kwargs = {}
+        if cache is not None:
+            cache.batch_repeat_interleave(ids.shape[0])
+            kwargs = {"past_key_values": cache, "use_cache": True}
         hidden = model(input_ids=ids[:, start:], attention_mask=attn, **kwargs).logits[:, :-1]
     finally:
         lm.set_output_embeddings(head)
