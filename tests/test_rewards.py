@@ -84,6 +84,20 @@ def test_cut_resumption_pays_for_interrupted_tasks_not_deferred_ones():
         cut_resumed_rate(RESUMED, [True])
 
 
+def test_cut_resumption_correct_pays_for_a_right_answer_only():
+    # Both go back to task 1, cut in its own turn; only the first answers it right.
+    wrong = _score("", "<answer task=1>7</answer><answer task=2>4</answer>", "")
+    cut = [True, False, False]
+    assert cut_resumed_rate(RESUMED, cut, correct_only=True) == 0.5
+    assert cut_resumed_rate(wrong, cut) == 0.5
+    assert cut_resumed_rate(wrong, cut, correct_only=True) == 0.0
+    weights = RewardWeights(accuracy=0.0, cut_resumption=1.0, cut_resumption_correct=4.0)
+    assert reward(RESUMED, weights, cut) == pytest.approx(0.5 + 2.0)
+    assert reward(wrong, weights, cut) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="cut flags"):
+        reward(RESUMED, RewardWeights(cut_resumption_correct=1.0))
+
+
 def test_closed_reattempts_count_going_back_to_finished_tasks_only():
     # REDUNDANT re-tags task 1, answered in turn 1; RESUMED goes back to task 1, left open.
     assert closed_reattempt_rate(REDUNDANT) == 0.5

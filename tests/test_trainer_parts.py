@@ -63,8 +63,10 @@ def test_validation_metrics_are_the_cores_aggregate_by_name():
     n = len(rows)
     want_reward = sum(reward(s, WEIGHTS, c) for s, c in zip(scores, CUTS)) / n
     want_cut = sum(cut_resumed_rate(s, c) for s, c in zip(scores, CUTS)) / n
+    right = sum(cut_resumed_rate(s, c, correct_only=True) for s, c in zip(scores, CUTS)) / n
     assert got["val_reward"] == pytest.approx(want_reward, abs=1e-15)
     assert got["val_cut_resumption"] == pytest.approx(want_cut, abs=1e-15)
+    assert got["val_cut_resumption_correct"] == pytest.approx(right, abs=1e-15)
     assert list(got) == [
         "val_reward",
         "val_accuracy",
@@ -72,6 +74,7 @@ def test_validation_metrics_are_the_cores_aggregate_by_name():
         "val_resumption_rate",
         "val_reattempt_precision",
         "val_cut_resumption",
+        "val_cut_resumption_correct",
     ]
 
 

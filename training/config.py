@@ -109,6 +109,11 @@ class TrainConfig:
         "reward weight of answering, later, tasks whose own turn the budget cut before an "
         "answer (deferring an uncut turn earns nothing)",
     )
+    reward_cut_resumption_correct: float = option(
+        0.0,
+        "reward weight of answering, later and right, tasks whose own turn the budget cut "
+        "(reward_cut_resumption pays for the tag alone, right or wrong)",
+    )
     reward_closed_reattempts: float = option(
         0.0,
         "reward weight of re-attempts at tasks their own turn already answered; negative "

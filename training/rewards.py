@@ -15,7 +15,10 @@ It still pays for *choosing* to leave a task open: on SmolLM2-135M-Instruct, 100
 with it learned to answer every task one turn late (RESULTS.md, "REINFORCE on
 SmolLM2"). The cut-resumption term closes that door: it pays only for tasks whose own
 turn the token budget cut, which the policy cannot choose except by writing past the
-budget (and that costs it the turn's own answer).
+budget (and that costs it the turn's own answer). It pays for the tag, right or wrong: a
+policy it taught tags the cut task and writes another task's answer in it (three in four
+of run 12's resumed answers on held-out episodes were wrong, against two in five of its
+own-turn answers). The cut-resumption-correct term pays only for a right one.
 
 The closed re-attempts term counts the other side of ``reattempt_precision``: re-attempts
 at tasks their own turn already answered. With a negative weight it charges them, so a
@@ -49,6 +52,7 @@ class RewardWeights:
     answer_once: float = 0.0
     resumption: float = 0.0
     cut_resumption: float = 0.0
+    cut_resumption_correct: float = 0.0
     closed_reattempts: float = 0.0
 
 
@@ -63,16 +67,22 @@ def resumed_rate(score: EpisodeScore) -> float:
     return score.resumption_num / score.n_tasks
 
 
-def cut_resumed_rate(score: EpisodeScore, cut: Sequence[bool | None]) -> float:
+def cut_resumed_rate(
+    score: EpisodeScore, cut: Sequence[bool | None], correct_only: bool = False
+) -> float:
     """Tasks whose own turn the budget cut before a closed answer, answered later, per task
-    of the episode. ``cut`` is the transcript's, one per turn (None, unknown: counted as
-    cut, as the scorer does). A task its own turn left unanswered without being cut was
-    deferred, not interrupted, and earns nothing here."""
+    of the episode; with ``correct_only``, answered later and right. ``cut`` is the
+    transcript's, one per turn (None, unknown: counted as cut, as the scorer does). A task
+    its own turn left unanswered without being cut was deferred, not interrupted, and earns
+    nothing here."""
     if len(cut) < score.n_tasks:
         raise ValueError(f"cut holds {len(cut)} turns; the episode has {score.n_tasks} tasks")
     return (
         sum(
-            v.answered_later and not v.answered_in_own_turn and cut[v.task_id - 1] is not False
+            v.answered_later
+            and not v.answered_in_own_turn
+            and cut[v.task_id - 1] is not False
+            and (v.correct or not correct_only)
             for v in score.verdicts
         )
         / score.n_tasks
@@ -150,8 +160,8 @@ def reward(
 ) -> float:
     """The weighted sum of the terms above. ``cut`` (the transcript's per-turn flags) is
     needed only by the cut-resumption term."""
-    if weights.cut_resumption and cut is None:
-        raise ValueError("the cut_resumption reward needs the transcript's cut flags (cut=)")
+    if (weights.cut_resumption or weights.cut_resumption_correct) and cut is None:
+        raise ValueError("the cut_resumption rewards need the transcript's cut flags (cut=)")
     return (
         weights.accuracy * score.accuracy
         + weights.reattempts * score.reattempt_rate
@@ -159,6 +169,11 @@ def reward(
         + weights.answer_once * answer_once_rate(score)
         + weights.resumption * resumed_rate(score)
         + (weights.cut_resumption * cut_resumed_rate(score, cut) if weights.cut_resumption else 0.0)
+        + (
+            weights.cut_resumption_correct * cut_resumed_rate(score, cut, correct_only=True)
+            if weights.cut_resumption_correct
+            else 0.0
+        )
         + weights.closed_reattempts * closed_reattempt_rate(score)
     )
 

@@ -134,6 +134,7 @@ def reward_weights(cfg: TrainConfig) -> RewardWeights:
         answer_once=cfg.reward_answer_once,
         resumption=cfg.reward_resumption,
         cut_resumption=cfg.reward_cut_resumption,
+        cut_resumption_correct=cfg.reward_cut_resumption_correct,
         closed_reattempts=cfg.reward_closed_reattempts,
     )
 

@@ -159,6 +159,7 @@ def step_record(
     scores, transcripts = samples.scores, samples.transcripts
     batch = aggregate(scores)
     cut_resumption = [cut_resumed_rate(s, t.cut) for s, t in zip(scores, transcripts)]
+    right = [cut_resumed_rate(s, t.cut, correct_only=True) for s, t in zip(scores, transcripts)]
     return {
         "step": step,
         "reward": batch_mean,
@@ -167,6 +168,7 @@ def step_record(
         "resumption_rate": batch["resumption_rate"],
         "reattempt_precision": batch["reattempt_precision"],
         "cut_resumption": sum(cut_resumption) / len(scores),
+        "cut_resumption_correct": sum(right) / len(scores),
         # per session, all turns: returns to interrupted tasks, minus returns to answered
         # ones and deferrals (training.rewards.tag_credits)
         "tag_credit": sum(map(sum, samples.credits)) / len(scores),

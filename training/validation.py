@@ -45,6 +45,7 @@ def episode_record(
         "score": score,
         "reward": reward(score, weights, cut),
         "cut_resumption": cut_resumed_rate(score, cut),
+        "cut_resumption_correct": cut_resumed_rate(score, cut, correct_only=True),
     }
 
 
@@ -64,6 +65,10 @@ def validation_metrics(episodes: Sequence[dict[str, Any]]) -> dict[str, float]:
         "val_reattempt_precision": core["reattempt_precision"],
         # tasks the budget cut and a later turn answered, per task (deferrals excluded)
         "val_cut_resumption": mean_stderr(e["cut_resumption"] for e in episodes)[0],
+        # of those, answered right
+        "val_cut_resumption_correct": mean_stderr(
+            e["cut_resumption_correct"] for e in episodes
+        )[0],
     }
     return {k: 0.0 if math.isnan(v) else v for k, v in out.items()}
 
