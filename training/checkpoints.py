@@ -41,6 +41,7 @@ RUN_OUTPUTS = (
     "adapter_model.safetensors",
     "adapter_config.json",
     "training_curves.png",
+    "config_changes.jsonl",
     "reinforce",  # the TensorBoard logs
 )
 
@@ -191,7 +192,36 @@ def resume(run: Run) -> TrainState:
 
 
 # The logs a run appends one JSON record per line to, each with its "step".
-STEP_LOGS = ("train_log.jsonl", "samples.jsonl")
+STEP_LOGS = ("train_log.jsonl", "samples.jsonl", "config_changes.jsonl")
+
+# Fields that say how a run was started, not what it trains.
+_HOW_STARTED = ("resume", "overwrite_output_dir")
+
+
+def config_changes(saved: dict[str, Any], cfg: TrainConfig) -> dict[str, list[Any]]:
+    """The fields a resumed run sets otherwise than the run it continues (``saved``, its
+    ``train_config.json``), each as [old, new]: a reward, a learning rate or ``max_steps``
+    changed on ``--resume true``. ``train_config.json`` holds the newest values only, so
+    these records are the run's only account of what its earlier steps trained with."""
+    new = asdict(cfg)
+    return {
+        name: [saved[name], value]
+        for name, value in new.items()
+        if name not in _HOW_STARTED and name in saved and saved[name] != value
+    }
+
+
+def record_config_changes(output_dir: Path, cfg: TrainConfig, step: int) -> dict[str, list[Any]]:
+    """Append to ``config_changes.jsonl`` what a run resumed at ``step`` changes (nothing
+    when it changes nothing); call it before ``train_config.json`` is overwritten."""
+    saved_path = output_dir / "train_config.json"
+    if not saved_path.exists():
+        return {}
+    changes = config_changes(json.loads(saved_path.read_text()), cfg)
+    if changes:
+        with (output_dir / "config_changes.jsonl").open("a") as f:
+            f.write(json.dumps({"step": step, "changes": changes}) + "\n")
+    return changes
 
 
 def read_step_log(path: Path) -> tuple[list[tuple[int, str]], str]:

@@ -132,6 +132,9 @@ def write_adapter_card(
             else ""
         ),
         samples=(output_dir / "samples.jsonl").exists(),
+        phases=read_log(changes)
+        if (changes := output_dir / "config_changes.jsonl").exists()
+        else [],
     )
     path = output_dir / "README.md"
     path.write_text(text.strip() + "\n")

@@ -24,6 +24,7 @@ from training.checkpoints import (
     checkpoint_dirs,
     claim_output_dir,
     make_output_dir,
+    record_config_changes,
     resume,
 )
 from training.config import TrainConfig
@@ -164,6 +165,13 @@ def start_or_resume(run: Run) -> TrainState:
     state = TrainState()
     if cfg.resume and checkpoint_dirs(output_dir):
         state = resume(run)
+        if accelerator.is_main_process and (
+            changed := record_config_changes(output_dir, cfg, state.step)
+        ):
+            run.log(
+                f"continues with {len(changed)} field(s) changed ({', '.join(changed)}); "
+                "recorded in config_changes.jsonl"
+            )
     else:
         if cfg.resume:
             run.log(f"no checkpoint in {output_dir / 'checkpoints'}; starting at step 0")

@@ -111,6 +111,10 @@ def ship(run: Path, eval_dir: Path, dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     for name in SHIPPED:
         shutil.copy2(run / name, dest / name)
+    changes = run / "config_changes.jsonl"  # a run resumed with other values
+    (dest / changes.name).unlink(missing_ok=True)
+    if changes.exists():
+        shutil.copy2(changes, dest / changes.name)
     cfg = TrainConfig(**json.loads((run / "train_config.json").read_text()))
     rows = read_log(run / "train_log.jsonl")
     validated = [r for r in rows if "val_reward" in r]

@@ -66,9 +66,7 @@ def validation_metrics(episodes: Sequence[dict[str, Any]]) -> dict[str, float]:
         # tasks the budget cut and a later turn answered, per task (deferrals excluded)
         "val_cut_resumption": mean_stderr(e["cut_resumption"] for e in episodes)[0],
         # of those, answered right
-        "val_cut_resumption_correct": mean_stderr(
-            e["cut_resumption_correct"] for e in episodes
-        )[0],
+        "val_cut_resumption_correct": mean_stderr(e["cut_resumption_correct"] for e in episodes)[0],
     }
     return {k: 0.0 if math.isnan(v) else v for k, v in out.items()}
 
