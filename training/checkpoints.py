@@ -202,12 +202,14 @@ def config_changes(saved: dict[str, Any], cfg: TrainConfig) -> dict[str, list[An
     """The fields a resumed run sets otherwise than the run it continues (``saved``, its
     ``train_config.json``), each as [old, new]: a reward, a learning rate or ``max_steps``
     changed on ``--resume true``. ``train_config.json`` holds the newest values only, so
-    these records are the run's only account of what its earlier steps trained with."""
-    new = asdict(cfg)
+    these records are the run's only account of what its earlier steps trained with. A
+    field the saved run does not name (one newer than that run) had its default there."""
+    defaults = asdict(TrainConfig())
+    old = {name: saved.get(name, defaults[name]) for name in defaults}
     return {
-        name: [saved[name], value]
-        for name, value in new.items()
-        if name not in _HOW_STARTED and name in saved and saved[name] != value
+        name: [old[name], value]
+        for name, value in asdict(cfg).items()
+        if name not in _HOW_STARTED and old[name] != value
     }
 
 
