@@ -17,7 +17,7 @@ SmolLM2"). The cut-resumption term closes that door: it pays only for tasks whos
 turn the token budget cut, which the policy cannot choose except by writing past the
 budget (and that costs it the turn's own answer). It pays for the tag, right or wrong: a
 policy it taught tags the cut task and writes another task's answer in it (three in four
-of run 12's resumed answers on held-out episodes were wrong, against two in five of its
+of run 12's resumed answers on held-out episodes were wrong, against one in three of its
 own-turn answers). The cut-resumption-correct term pays only for a right one.
 
 The closed re-attempts term counts the other side of ``reattempt_precision``: re-attempts
