@@ -104,8 +104,15 @@ def test_a_card_names_the_upstream_model_of_a_fetched_base(evaluated, tmp_path):
 
 def test_a_run_resumed_with_another_reward_ships_its_record(evaluated, tmp_path):
     run, eval_dir = evaluated
-    change = {"step": 100, "changes": {"reward_cut_resumption": [4.0, 2.0]}}
-    (run / "config_changes.jsonl").write_text(json.dumps(change) + "\n")
+    changes = [
+        {"step": 100, "changes": {"reward_cut_resumption": [4.0, 2.0]}},
+        {"step": 150, "changes": {"max_steps": [150, 200], "learning_rate": [4e-4, 2e-4]}},
+    ]
+    text = "".join(json.dumps(c) + "\n" for c in changes)
+    (run / "config_changes.jsonl").write_text(text)
     card = ship(run, eval_dir, tmp_path / "shipped").read_text()
-    assert "- from step 101: `reward_cut_resumption` 4.0 → 2.0" in card
-    assert (tmp_path / "shipped" / "config_changes.jsonl").read_text() == json.dumps(change) + "\n"
+    assert (
+        "- from step 101: `reward_cut_resumption` 4.0 → 2.0\n"
+        "- from step 151: `max_steps` 150 → 200; `learning_rate` 0.0004 → 0.0002\n"
+    ) in card
+    assert (tmp_path / "shipped" / "config_changes.jsonl").read_text() == text

@@ -104,6 +104,18 @@ def plot_curves(log_path: Path, png: Path, title: str = "REINFORCE on interrupt-
     return png
 
 
+def config_phases(path: Path) -> list[str]:
+    """Each record of a run's ``config_changes.jsonl`` as one line of its card: the first
+    step that trained with the new values, and each field's old and new value."""
+    if not path.exists():
+        return []
+    return [
+        f"from step {r['step'] + 1}: "
+        + "; ".join(f"`{name}` {old} → {new}" for name, (old, new) in r["changes"].items())
+        for r in read_log(path)
+    ]
+
+
 def write_adapter_card(
     output_dir: Path, cfg, final: dict, state: dict, evaluation: str = ""
 ) -> Path:
@@ -132,9 +144,7 @@ def write_adapter_card(
             else ""
         ),
         samples=(output_dir / "samples.jsonl").exists(),
-        phases=read_log(changes)
-        if (changes := output_dir / "config_changes.jsonl").exists()
-        else [],
+        phases=config_phases(output_dir / "config_changes.jsonl"),
     )
     path = output_dir / "README.md"
     path.write_text(text.strip() + "\n")
