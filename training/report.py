@@ -16,8 +16,16 @@ PANELS = (
     ("reward", "val_reward"),
     ("accuracy", "val_accuracy"),
     ("reattempts", "val_reattempts", "reattempt_precision", "val_reattempt_precision"),
-    # of open tasks / of all tasks, cut ones only (what reward_cut_resumption pays)
-    ("resumption_rate", "val_resumption_rate", "cut_resumption", "val_cut_resumption"),
+    # of open tasks / of all tasks, cut ones only (what reward_cut_resumption pays) / of
+    # those, answered right (what reward_cut_resumption_correct pays)
+    (
+        "resumption_rate",
+        "val_resumption_rate",
+        "cut_resumption",
+        "val_cut_resumption",
+        "cut_resumption_correct",
+        "val_cut_resumption_correct",
+    ),
     ("entropy", "kl"),
     ("mean_output_length",),
 )
@@ -69,8 +77,13 @@ def plot_curves(log_path: Path, png: Path, title: str = "REINFORCE on interrupt-
     import matplotlib.pyplot as plt
 
     rows = read_log(log_path)
+    changes = Path(log_path).with_name("config_changes.jsonl")  # a run resumed otherwise
+    changed_after = [r["step"] for r in read_log(changes)] if changes.exists() else []
     fig, axes = plt.subplots(2, 3, figsize=(14, 7), sharex=True)
     for ax, names in zip(axes.flat, PANELS):
+        for i, step in enumerate(changed_after):
+            label = "config changed (config_changes.jsonl)" if i == 0 else None
+            ax.axvline(step, color="grey", linestyle=":", linewidth=1, label=label)
         for name in names:
             style = "o--" if name.startswith("val_") else "-"  # validation runs every N steps
             points = [
