@@ -1,4 +1,4 @@
-"""``training/resumed_answers.py`` counts, from lm-eval's logged samples, the tasks a cut
+"""``lm_eval_tasks/resumed_answers.py`` counts, from lm-eval's logged samples, the tasks a cut
 left open, those a later turn answered, and those answered right."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from training.resumed_answers import count, main
+from lm_eval_tasks.resumed_answers import count, main
 
 
 def _verdict(task_id, correct, own, later):

@@ -194,8 +194,9 @@ def resume(run: Run) -> TrainState:
 # The logs a run appends one JSON record per line to, each with its "step".
 STEP_LOGS = ("train_log.jsonl", "samples.jsonl", "config_changes.jsonl")
 
-# Fields that say how a run was started, not what it trains.
-_HOW_STARTED = ("resume", "overwrite_output_dir")
+# Fields that say how or where a run was started, not what it trains (a run folder copied
+# elsewhere and resumed there is the same run).
+_HOW_STARTED = ("resume", "overwrite_output_dir", "output_dir")
 
 
 def config_changes(saved: dict[str, Any], cfg: TrainConfig) -> dict[str, list[Any]]:

@@ -6,7 +6,7 @@ learn the tag and write another task's answer inside it (run 12 in RESULTS.md: t
 four of its resumed answers were wrong, against one in three of its own-turn answers), so
 this prints the two side by side, with the own-turn accuracy as the model's reference.
 
-    python training/resumed_answers.py out/before_after/base out/before_after/adapter
+    python -m lm_eval_tasks.resumed_answers out/before_after/base out/before_after/adapter
 """
 
 from __future__ import annotations
