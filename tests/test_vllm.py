@@ -229,7 +229,12 @@ def test_engine_process_killed_mid_run_is_one_clear_error(model64, small_dataset
                     break
             except psutil.Error:
                 continue
-    proc.wait(timeout=300)
+    try:
+        proc.wait(timeout=300)
+    finally:  # a run that hangs must not outlive the test and slow the ones after it
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     reader.join(timeout=10)
     stderr = "".join(lines)
     assert killed is not None, stderr[-2000:]
