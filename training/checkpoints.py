@@ -23,7 +23,7 @@ from typing import Any
 
 from interrupt_bench.errors import InterruptBenchError
 from interrupt_bench.locking import DirectoryInUse, exclusive
-from training.config import TrainConfig, shape_changes
+from training.config import RUN_SHAPE, TrainConfig, shape_changes
 from training.state import Run, TrainState
 
 
@@ -204,13 +204,16 @@ def config_changes(saved: dict[str, Any], cfg: TrainConfig) -> dict[str, list[An
     ``train_config.json``), each as [old, new]: a reward, a learning rate or ``max_steps``
     changed on ``--resume true``. ``train_config.json`` holds the newest values only, so
     these records are the run's only account of what its earlier steps trained with. A
-    field the saved run does not name (one newer than that run) had its default there."""
+    field the saved run does not name (one newer than that run) had its default there.
+    The run's shape is :func:`training.config.shape_changes`' to check (a resume that
+    changes it is refused; one that names a model's directory by another path is not), so
+    it is left out here."""
     defaults = asdict(TrainConfig())
     old = {name: saved.get(name, defaults[name]) for name in defaults}
     return {
         name: [old[name], value]
         for name, value in asdict(cfg).items()
-        if name not in _HOW_STARTED and old[name] != value
+        if name not in _HOW_STARTED and name not in RUN_SHAPE and old[name] != value
     }
 
 
