@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+from interrupt_bench.errors import ConfigError
 from interrupt_bench.scoring import aggregate, score_episode
 from training.checkpoints import (
     SetupError,
@@ -292,7 +293,6 @@ def test_open_one_turn_sets_one_question_budget_to_zero_the_same_way_every_time(
 
 
 def test_tag_credit_needs_samples_to_compare():
-    from interrupt_bench.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"compares samples of one episode.*baseline none"):
         TrainConfig(
@@ -306,3 +306,30 @@ def test_tag_credit_needs_samples_to_compare():
         samples_per_episode=1,
         baseline="none",
     ).validate()
+
+
+def test_init_adapter_starts_from_an_adapters_weights_and_refuses_another_shape(
+    tiny_model, tmp_path
+):
+    """``--init_adapter DIR`` loads a saved adapter's LoRA weights in place of fresh ones
+    (the same tensors, not the seed's draw); another rank, or a folder with no adapter,
+    is a ConfigError naming the flag to change."""
+    from training.policy import load_model
+
+    cfg = TrainConfig(model_name_or_path=str(tiny_model), lora_target_modules=["q_proj"])
+    _, trained = load_model(cfg)
+    with torch.no_grad():
+        for name, p in trained.named_parameters():
+            if "lora_B" in name:
+                p.fill_(0.25)  # fresh B is all zeros: these are not the seed's
+    trained.save_pretrained(tmp_path / "adapter")
+
+    _, model = load_model(replace(cfg, init_adapter=str(tmp_path / "adapter")))
+    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert lora_b and all(bool((p == 0.25).all()) for p in lora_b)
+    assert all(p.requires_grad for p in lora_b)  # trainable, not a frozen adapter
+
+    with pytest.raises(ConfigError, match="set --lora_r to the adapter's"):
+        load_model(replace(cfg, lora_r=8, init_adapter=str(tmp_path / "adapter")))
+    with pytest.raises(ConfigError, match=r"no adapter_config\.json"):
+        load_model(replace(cfg, init_adapter=str(tmp_path)))

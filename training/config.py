@@ -171,6 +171,12 @@ class TrainConfig:
     lora_target_modules: list[str] = option(
         ["q_proj", "k_proj", "v_proj", "o_proj"], "modules to adapt"
     )
+    init_adapter: str = option(
+        "",
+        "a peft LoRA adapter directory to start from (a shipped adapter or a run's best/) "
+        "instead of fresh LoRA weights; its rank, alpha and target modules must be lora_r, "
+        "lora_alpha and lora_target_modules",
+    )
     # evaluation, collapse guard, checkpoints, logs
     eval_every: Annotated[int, Range(min=0)] = option(
         20, "greedy validation every N steps (0 = never)"
@@ -301,6 +307,7 @@ RUN_SHAPE = (
     "lora_r",
     "lora_alpha",
     "lora_target_modules",
+    "init_adapter",
     "dataset_path",
     "dataset_config",
     "open_one_turn",

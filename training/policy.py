@@ -45,7 +45,54 @@ def load_model(cfg: TrainConfig) -> tuple[Any, Any]:
     if cfg.gradient_checkpointing:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         base.enable_input_require_grads()  # LoRA: the frozen embeddings give no grad otherwise
-    return tokenizer, get_peft_model(base, lora)
+    model = get_peft_model(base, lora)
+    if cfg.init_adapter:
+        load_init_adapter(model, cfg)
+    return tokenizer, model
+
+
+def load_init_adapter(model: Any, cfg: TrainConfig) -> None:
+    """``cfg.init_adapter``'s LoRA weights in place of the fresh ones, so that a run goes on
+    from an adapter that another run trained (one whose checkpoints are gone, or a shipped
+    one). Its shape must be the config's: a different rank, alpha or set of modules is
+    another adapter, and a :class:`ConfigError` names the flag to change."""
+    import json
+    from pathlib import Path
+
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    path = Path(cfg.init_adapter)
+    config_file, weights = path / "adapter_config.json", path / "adapter_model.safetensors"
+    if not (config_file.is_file() and weights.is_file()):
+        raise ConfigError(
+            f"--init_adapter {path}: no adapter_config.json and adapter_model.safetensors "
+            "there; pass a peft adapter directory (a run's output_dir or best/, or "
+            "training/adapters/...)"
+        )
+    saved = json.loads(config_file.read_text())
+    wanted = {
+        "r": ("lora_r", cfg.lora_r),
+        "lora_alpha": ("lora_alpha", cfg.lora_alpha),
+        "target_modules": ("lora_target_modules", sorted(cfg.lora_target_modules)),
+    }
+    for key, (flag, value) in wanted.items():
+        have = saved.get(key)
+        have = sorted(have) if isinstance(have, list) else have
+        if have != value:
+            raise ConfigError(
+                f"--init_adapter {path} has {key} {have}, the config {flag} {value}; "
+                f"set --{flag} to the adapter's"
+            )
+    result = set_peft_model_state_dict(model, load_file(str(weights)))
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    if missing or result.unexpected_keys:
+        raise ConfigError(
+            f"--init_adapter {path} does not fit {cfg.model_name_or_path}: "
+            f"{len(missing)} LoRA weight(s) missing (e.g. {missing[:1]}), "
+            f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[:1]}); "
+            "pass an adapter trained on this base model"
+        )
 
 
 def sample_transcripts(
