@@ -167,7 +167,12 @@ class VllmLM(TemplateLM):
 
         from lm_eval_tasks.vllm_backend import NAME
         from local_models.engine import Ask, Sampling, stop_list
-        from local_models.vllm_sessions import eos_ids_of, generated, sampling_params
+        from local_models.vllm_sessions import (
+            engine_death_raises,
+            eos_ids_of,
+            generated,
+            sampling_params,
+        )
 
         eos = eos_ids_of(self.model)
         prompts, params, asks = [], [], []
@@ -183,9 +188,10 @@ class VllmLM(TemplateLM):
             asks.append(ask)
             prompts.append(TokensPrompt(prompt_token_ids=ask.context))
             params.append(sampling_params(ask, sampling, sorted(eos), sampling.seed + i, False))
-        outputs = self.model.generate(
-            prompts, params, use_tqdm=not disable_tqdm, lora_request=self.lora_request
-        )
+        with engine_death_raises(self.model):
+            outputs = self.model.generate(
+                prompts, params, use_tqdm=not disable_tqdm, lora_request=self.lora_request
+            )
         results = []
         for request, ask, out in zip(requests, asks, outputs):
             text = generated(out.outputs[0], ask, self.tok_decode, eos).text

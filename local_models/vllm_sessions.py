@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from local_models.engine import (
@@ -151,7 +153,8 @@ def run_on_vllm(
             for i in order
         ]
         began = time.perf_counter()
-        outputs = llm.generate(prompts, params, use_tqdm=False, lora_request=lora_request)
+        with engine_death_raises(llm):
+            outputs = llm.generate(prompts, params, use_tqdm=False, lora_request=lora_request)
         stats.decode_seconds += time.perf_counter() - began
         stats.forward_passes += 1
         stats.max_rows = max(stats.max_rows, len(order))
@@ -181,3 +184,39 @@ def eos_ids_of(llm: Any) -> set[int]:
 
     config = llm.llm_engine.model_config.try_get_generation_config() or {}
     return set(eos_ids(llm.get_tokenizer().eos_token_id, config.get("eos_token_id")))
+
+
+@contextmanager
+def engine_death_raises(llm: Any, poll_s: float = 0.5) -> Iterator[None]:
+    """Within the block, an ``LLM.generate`` whose engine process dies raises vLLM's
+    ``EngineDeadError`` instead of waiting forever.
+
+    vLLM's synchronous client waits on a queue its output thread fills. When the engine
+    process dies, the client's liveness monitor marks the engine dead and stops that
+    thread, and nothing is put on the queue, so a ``generate`` already waiting never
+    returns (a ``generate`` that starts after the death raises by itself). A daemon thread
+    here watches the same flag and puts the error on the queue. An engine without that
+    client (in-process, ``VLLM_ENABLE_V1_MULTIPROCESSING=0``) is left as it is."""
+    client = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    resources = getattr(client, "resources", None)
+    queue = getattr(client, "outputs_queue", None)
+    if resources is None or queue is None or not hasattr(resources, "engine_dead"):
+        yield
+        return
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(poll_s):
+            if resources.engine_dead:
+                queue.put_nowait(EngineDeadError())
+                return
+
+    watcher = threading.Thread(target=watch, name="interrupt-bench-engine-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
