@@ -22,8 +22,8 @@ def test_committed_yamls_are_the_generators_output():
     files = generator().generated_files()
     # template; nine grid tasks and their sweep; easy, its three grid tasks and sweep; two
     # controls; the paired controls of default, easy and the twelve grid configs, with the
-    # two sweeps of them; three validation variants
-    assert len(files) == 1 + 10 + 5 + 2 + 2 + 12 + 2 + 3
+    # two sweeps of them; three validation variants and the training config's paired one
+    assert len(files) == 1 + 10 + 5 + 2 + 2 + 12 + 2 + 3 + 1
     for name, text in files.items():
         assert (TASKS_DIR / name).read_text() == text, f"{name}: run _generate_configs.py"
 

@@ -148,6 +148,11 @@ VALIDATION_COMMENT = (
     "# The validation split, for choosing prompts and shots without the test split.\n"
 )
 
+CHECKPOINT_COMMENT = (
+    "# The validation split of the REINFORCE training config (training/configs/*easy*), for\n"
+    "# choosing a checkpoint by its paired interruption cost without the test split.\n"
+)
+
 
 def grid(tier: str, sizes: tuple[int, ...]) -> list[str]:
     """The Table 1 grid's config names of one tier."""
@@ -194,6 +199,9 @@ def generated_files() -> dict[str, str]:
         stem = "interrupt_bench" if config == "default" else "interrupt_bench_easy"
         task(f"{stem}_controls_validation", config, VALIDATION_COMMENT, condition=PAIRED,
              validation=True)  # fmt: skip
+    task("interrupt_bench_easy_tasks5_budget0to50_controls_validation",
+         "easy_tasks5_budget0to50", CHECKPOINT_COMMENT, condition=PAIRED,
+         validation=True)  # fmt: skip
     return files
 
 
