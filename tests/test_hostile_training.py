@@ -137,6 +137,31 @@ def test_resume_with_another_reward_records_what_the_earlier_steps_trained_with(
     assert _log(used_dir, "config_changes.jsonl") == records
 
 
+def test_a_checkpoint_exports_as_the_adapter_it_held_and_a_new_run_starts_from_it(
+    tiny_model, small_dataset, finished_run, tmp_path
+):
+    """``training.export_checkpoint`` turns the step-2 checkpoint into the peft adapter
+    the run wrote at step 2 (tensor for tensor); ``--init_adapter`` starts a new run from
+    it, and its card says so. A folder that is not a checkpoint is named."""
+    from safetensors.torch import load_file
+
+    from training.export_checkpoint import export
+
+    exported = export(finished_run / "checkpoints" / "step-0000002", tmp_path / "step2")
+    mine = load_file(str(exported / "adapter_model.safetensors"))
+    final = load_file(str(finished_run / "adapter_model.safetensors"))
+    assert mine.keys() == final.keys() and all(bool((mine[k] == final[k]).all()) for k in mine)
+    assert json.loads((exported / "checkpoint.json").read_text())["step"] == 2
+
+    out = tmp_path / "from_step2"
+    proc = _train(tiny_model, small_dataset, out, "--max_steps", "1", "--init_adapter", exported)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    card = (out / "README.md").read_text()
+    assert f"The adapter started from the weights of `{exported}`" in card, card
+    with pytest.raises(SystemExit, match="pass a checkpoint folder"):
+        export(finished_run, tmp_path / "nothing")
+
+
 def test_resume_and_overwrite_together_are_refused():
     from interrupt_bench.errors import ConfigError
     from training.config import parse_config
