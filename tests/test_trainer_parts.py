@@ -293,7 +293,6 @@ def test_open_one_turn_sets_one_question_budget_to_zero_the_same_way_every_time(
 
 
 def test_tag_credit_needs_samples_to_compare():
-
     with pytest.raises(ConfigError, match=r"compares samples of one episode.*baseline none"):
         TrainConfig(
             model_name_or_path="m", tag_credit=1.0, samples_per_episode=1, baseline="none"
