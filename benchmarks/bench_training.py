@@ -18,6 +18,10 @@ Llama of its shape. ``/usr/bin/time -v`` on a training run gives the same peak R
     .venv/bin/python benchmarks/bench_training.py [--episodes 2] [--samples 8]
         [--micro-batch 4] [--full-micro-batch 2]
 
+``--profile`` also runs each loss path under ``torch.profiler`` and prints its ten
+costliest operators by self CPU time (forward and backward together), so the gap to the
+compute limit below has names.
+
 ``--steps N --config CONFIG`` profiles whole steps instead: ``training/reinforce.py``
 runs N steps of the config (no validation, no checkpoints, so only the steps are timed),
 and the bench prints each phase from the run's own ``train_log.jsonl`` (rollouts, the
@@ -128,6 +132,9 @@ def loss_path(args) -> dict:
         with autocast:
             prefix = prefix_cache(model, sessions[0].ids[: n_prefix - 1], torch.device("cpu"))
     errors, shifted, n_tokens = [], [], 0
+    profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+    if args.profile:
+        profiler.__enter__()
     for i in range(0, len(sessions), micro):
         idx = list(range(i, min(i + micro, len(sessions))))
         ids, attn, sampled, old = batch_tensors(sessions, idx, tok.pad_token_id, "cpu")
@@ -144,6 +151,10 @@ def loss_path(args) -> dict:
         shifted.append((logp.detach()[:, 1:] - old[:, 1:-1]).abs()[where[:, 1:]])
         n_tokens += int(where.sum())
     seconds = time.perf_counter() - start
+    top = ""
+    if args.profile:
+        profiler.__exit__(None, None, None)
+        top = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=10)
     err, off = torch.cat(errors).float(), torch.cat(shifted).float()
     grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
     torch.save(grad, args.sessions + f".{args.path}.grad")
@@ -157,6 +168,7 @@ def loss_path(args) -> dict:
         "err_p99": float(torch.quantile(err, 0.99)),
         "err_max": float(err.max()),
         "shifted_err_mean": float(off.mean()),
+        "profile": top,
     }
 
 
@@ -177,7 +189,7 @@ def run(path: str, args, model: Path, sessions: str) -> dict:
         sys.executable, __file__, "--child", path, "--model", str(model), "--sessions", sessions,
         "--episodes", str(args.episodes), "--samples", str(args.samples), "--micro-batch",
         str(args.micro_batch), "--full-micro-batch", str(args.full_micro_batch), "--dtype",
-        args.dtype, "--threads", str(args.threads),
+        args.dtype, "--threads", str(args.threads), *(["--profile"] if args.profile else []),
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -283,6 +295,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--paths", nargs="+", default=["full", "selective", "prefix"])
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--profile", action="store_true", help="top operators of each loss path")
     parser.add_argument("--steps", type=int, help="profile N whole steps of --config instead")
     parser.add_argument("--config", default="training/configs/smollm2-135m-easy-cpu.yaml")
     parser.add_argument("--set", nargs=argparse.REMAINDER, default=[],
@@ -323,6 +336,8 @@ def main() -> None:
                 f"{f['peak_rss_mb']:>13.0f}{f['err_mean']:>12.4f}{f['err_p99']:>8.3f}"
                 f"{f['err_max']:>8.3f}{f['shifted_err_mean']:>14.2f}"
             )
+            if f["profile"]:
+                print(f["profile"])
         grads = {p: torch.load(sessions + f".{p}.grad") for p in args.paths}
         if "full" in figures:
             for path in args.paths[1:]:
