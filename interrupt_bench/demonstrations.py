@@ -121,12 +121,13 @@ class Shot:
 # Inspect's ``-T fewshot_rule=``, training's ``fewshot_rule``): the i-th demonstration is
 # played as ``shots[i % len(shots)]`` says. Each train episode goes to the first predicate
 # it satisfies; a shot's pick comes from its first predicate's episodes, then the next's,
-# then the rest; no episode is shown twice. The default was chosen on the validation split
-# (lm_eval_tasks/interrupt_bench/README.md, "Demonstrations"): the oracle coming back to a
-# cut task in the next question's turn (and closing the last one), then the close-open
-# policy finishing two or more cut tasks, not only the last, in the closing turn. Shown
-# only the first, models learn to close the last task whatever is open (RESULTS.md,
-# "Resumption").
+# then the rest; no episode is shown twice. The default, chosen on the validation split
+# (lm_eval_tasks/interrupt_bench/README.md, "Few-shot demonstrations"), is the oracle
+# coming back to a cut task in the next question's turn and closing another one in the
+# closing turn. Models copy the closing turn they are shown: under the default they
+# answer one task there, the last (Gemma) or the first (SmolLM2), whatever is open; under
+# `track_and_close`, whose second session closes tasks 2 and 3, Gemma closes 2 and 3
+# (the README, "Do the models choose what to close?"; RESULTS.md, "Run 16").
 _RESUME_AND_CLOSE = Shot("oracle", (resumes_and_closes, resumes_in_closing_turn))
 RULES: dict[str, tuple[Shot, ...]] = {
     "track_and_close": (

@@ -69,7 +69,7 @@ LM_EVAL_MODULES = {
     "scripted_lm": set(),
     "vllm_lm": {"vllm_backend"},
     "figures": set(),
-    "resumed_answers": {"figures"},  # from logged samples: cut tasks answered later, right
+    "resumed_answers": {"figures"},  # from logged samples: resumed answers, closing turns
     "cli": {"scripted_lm", "vllm_lm"},
     "interrupt_bench.utils": {"dispatch", "settings"},  # the task folder's lm-eval glue
     "interrupt_bench._generate_configs": {"settings"},
