@@ -47,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from bench_real_model import model_dir
@@ -136,28 +137,30 @@ def loss_path(args) -> dict:
         with autocast:
             prefix = prefix_cache(model, sessions[0].ids[: n_prefix - 1], torch.device("cpu"))
     errors, shifted, n_tokens = [], [], 0
-    profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
-    if args.profile:
-        profiler.__enter__()
-    for i in range(0, len(sessions), micro):
-        idx = list(range(i, min(i + micro, len(sessions))))
-        ids, attn, sampled, old = batch_tensors(sessions, idx, tok.pad_token_id, "cpu")
-        mask = sampled[:, 1:].float()
-        with autocast:
-            if args.path == "full":
-                logp, _ = full_logits_logprobs(model, ids, attn, 1.0, mask)
-            else:
-                logp, _ = token_logprobs(model, ids, attn, 1.0, mask, prefix)
-            loss = -(logp * mask).sum() / max(float(mask.sum()), 1.0)
-        loss.backward()
-        where = mask.bool()
-        errors.append((logp.detach() - old[:, 1:]).abs()[where])
-        shifted.append((logp.detach()[:, 1:] - old[:, 1:-1]).abs()[where[:, 1:]])
-        n_tokens += int(where.sum())
+    profiler = (
+        torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+        if args.profile
+        else nullcontext()
+    )
+    with profiler:
+        for i in range(0, len(sessions), micro):
+            idx = list(range(i, min(i + micro, len(sessions))))
+            ids, attn, sampled, old = batch_tensors(sessions, idx, tok.pad_token_id, "cpu")
+            mask = sampled[:, 1:].float()
+            with autocast:
+                if args.path == "full":
+                    logp, _ = full_logits_logprobs(model, ids, attn, 1.0, mask)
+                else:
+                    logp, _ = token_logprobs(model, ids, attn, 1.0, mask, prefix)
+                loss = -(logp * mask).sum() / max(float(mask.sum()), 1.0)
+            loss.backward()
+            where = mask.bool()
+            errors.append((logp.detach() - old[:, 1:]).abs()[where])
+            shifted.append((logp.detach()[:, 1:] - old[:, 1:-1]).abs()[where[:, 1:]])
+            n_tokens += int(where.sum())
     seconds = time.perf_counter() - start
     top = ""
     if args.profile:
-        profiler.__exit__(None, None, None)
         top = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=10)
     err, off = torch.cat(errors).float(), torch.cat(shifted).float()
     grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
@@ -297,7 +300,8 @@ def main() -> None:
     parser.add_argument("--full-micro-batch", type=int, default=2, help="one that fits")
     parser.add_argument("--dtype", default="auto", help="auto: bfloat16 where native")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--paths", nargs="+", default=["full", "selective", "prefix"])
+    parser.add_argument("--paths", nargs="+", default=["full", "selective", "prefix"],
+                        choices=["full", "selective", "prefix", "prefix-eager"])  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--profile", action="store_true", help="top operators of each loss path")
     parser.add_argument("--steps", type=int, help="profile N whole steps of --config instead")

@@ -7,10 +7,10 @@ four of its resumed answers were wrong, against one in three of its own-turn ans
 this prints the two side by side, with the own-turn accuracy as the model's reference.
 
 The closing turn gets a line of its own: how many closed answers it writes, how many of
-them go to a task still open, and which task its first answer names. A model that copies
-its demonstrations' closing turn (both default demonstrations answer task 5 there, and
-one task only) shows it here: one answer per closing turn, at task 5, whether task 5 is
-open or not.
+them go to a task still open, and which task its first answer names, beside how often
+each task was open. A model that copies a closing turn's shape instead of looking for
+what is open shows it here: one answer per closing turn, at the same task whether that
+task is open or not (RESULTS.md, "Run 16").
 
     python -m lm_eval_tasks.resumed_answers out/before_after/base out/before_after/adapter
 """
