@@ -26,6 +26,7 @@ import time
 
 def main() -> None:
     import torch
+    from bench_training import matmul_rate
     from torch.nn.attention.bias import causal_lower_right
     from torch.nn.functional import scaled_dot_product_attention as sdpa
 
@@ -54,13 +55,7 @@ def main() -> None:
             sdpa(q, k, v, attn_mask=attn_mask).float().sum().backward()
         return (time.perf_counter() - start) / args.repeats
 
-    a = torch.randn(2048, 576, dtype=torch.bfloat16)
-    w = torch.randn(576, 1536, dtype=torch.bfloat16)
-    start, runs = time.perf_counter(), 0
-    while time.perf_counter() - start < 2.0:
-        torch.matmul(a, w)
-        runs += 1
-    matmul = runs * 2 * 2048 * 576 * 1536 / (time.perf_counter() - start)
+    matmul = matmul_rate(torch.bfloat16, args.threads)
     # forward 2 matmuls (QK^T, PV), backward 5 of the same size: 7 x 2 x b h n total d
     flops = 14 * b * h * n * total * d
     print(f"machine: {describe()}")

@@ -321,11 +321,11 @@ def main() -> None:
         return
     import torch
 
+    from local_models.hardware import describe
+
     with tempfile.TemporaryDirectory() as tmp:
         model, label = model_dir(Path(tmp))
         sessions = str(Path(tmp) / "sessions.pkl")
-        from local_models.hardware import describe
-
         print(f"machine: {describe()}")
         print(f"model: {label}; {args.episodes} episodes x {args.samples} samples, 1 shot")
         figures = {"rollout": run("rollout", args, model, sessions)}
@@ -350,7 +350,7 @@ def main() -> None:
             if f["profile"]:
                 print(f["profile"])
         grads = {p: torch.load(sessions + f".{p}.grad") for p in args.paths}
-        first = args.paths[0]  # the floor: full when it runs
+        first = args.paths[0]  # every other path against the first (full by default)
         for path in args.paths[1:]:
             ratio = figures[first]["seconds"] / figures[path]["seconds"]
             rss = figures[path]["peak_rss_mb"] / figures[first]["peak_rss_mb"]
