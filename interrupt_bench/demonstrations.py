@@ -135,6 +135,7 @@ RULES: dict[str, tuple[Shot, ...]] = {
         Shot("close_open", (closes_earlier_tasks, closes_an_earlier_task)),
     ),
     "resume_and_close": (_RESUME_AND_CLOSE,),
+    "close_open": (Shot("close_open", (closes_earlier_tasks, closes_an_earlier_task)),),
     "next_turn": (Shot("oracle", (resumes_in_question_turn,)),),
     "closing": (Shot("oracle", (resumes_in_closing_turn,)),),
     "visible_cut": (Shot("oracle", (shows_visible_cut,)),),
@@ -229,6 +230,24 @@ def from_dataset(
     except DatasetError as exc:
         raise _no_train_split(k, f"missing or cannot be loaded ({exc})") from None
     return pick(train, k, seed, rule)
+
+
+def demonstration_sets(
+    path: str, config: str, k: int, rules: Sequence[str], sets: int, seed: int = FEWSHOT_SEED
+) -> list[list[Transcript]]:
+    """``sets`` picks of ``k`` demonstrations for each rule in ``rules`` (seeds ``seed``,
+    ``seed + 1``, ...), rule by rule: training shows a different one at each step, so that
+    no single closing turn is the one the reward pays for copying. The first set of a rule
+    is the one evaluation shows under that rule."""
+    for rule in rules:
+        check_rule(rule)
+    if k <= 0:
+        return [[]]
+    try:
+        train = load_episodes(path, config, "train")
+    except DatasetError as exc:
+        raise _no_train_split(k, f"missing or cannot be loaded ({exc})") from None
+    return [pick(train, k, seed + j, rule) for rule in rules for j in range(sets)]
 
 
 def as_sessions(transcripts: Sequence[Transcript]) -> list[list[dict[str, str]]]:

@@ -93,3 +93,19 @@ def test_a_rule_plays_each_shot_with_its_own_policy():
     assert demonstrations.satisfies(third, "track_and_close", shot=2)  # the first's rule
     assert demonstrations.satisfies(first, "resume_and_close")
     assert len({t.episode.episode_id for t in (first, second, third)}) == 3
+
+
+def test_demonstration_sets_go_rule_by_rule_each_first_set_evaluations(small_dataset):
+    """Training's sets: each rule's picks with seeds 1234, 1235, ..., the first the one
+    evaluation shows under that rule, and no two alike (what a pick shows:
+    test_pick_follows_the_rule_in_seed_order)."""
+    rules = ["resume_and_close", "close_open"]
+    sets = demonstrations.demonstration_sets(str(small_dataset), "easy", 2, rules, 2)
+    assert len(sets) == 4
+    ids = [tuple(t.episode.episode_id for t in s) for s in sets]
+    assert len(set(ids)) == 4
+    for i, rule in enumerate(rules):
+        shown = demonstrations.from_dataset(str(small_dataset), "easy", 2, rule=rule)
+        assert ids[2 * i] == tuple(t.episode.episode_id for t in shown)
+    with pytest.raises(ConfigError, match="'sideways'"):
+        demonstrations.demonstration_sets(str(small_dataset), "easy", 2, ["sideways"], 1)

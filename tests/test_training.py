@@ -264,6 +264,7 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tiny_model, small_dataset,
         (("--baseline", "ppo"), "use one of rloo"),
         (("--samples_per_episode", "1"), "rloo` needs samples_per_episode >= 2"),
         (("--model_name_or_path", "/nonexistent/model"), "cannot load model '/nonexistent/model'"),
+        (("--train_fewshot_rules", "sideways"), "holds 'sideways', which is not a demonstration"),
     ],
 )
 def test_bad_input_is_a_clear_error(tiny_model, small_dataset, tmp_path, extra, message):
@@ -294,13 +295,15 @@ def test_closing_branches_train_on_the_closing_turn_after_one_history(
     tiny_model, small_dataset, tmp_path
 ):
     """Two steps with closing branches (K closing turns after one greedy history, the
-    history run once per micro batch in the loss): the first-step log-prob check passes on
-    the closing tokens and both steps are taken. What the branches hold: test_rollout."""
+    history run once per micro batch in the loss), each after another demonstration set:
+    the first-step log-prob check passes on the closing tokens and both steps are taken.
+    What the branches hold: test_rollout."""
     out = tmp_path / "branches"
     extra = (
         "--max_steps", "2", "--closing_branches", "true", "--samples_per_episode", "3",
         "--micro_batch_size", "3", "--temperature", "1.0", "--sample_every", "1",
-        "--eval_every", "2",
+        "--eval_every", "2", "--num_fewshot", "1",
+        "--train_fewshot_rules", "resume_and_close", "close_open",
     )  # fmt: skip
     proc = _run([sys.executable, SCRIPT, *_args(tiny_model, small_dataset, out, *extra)])
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -308,6 +311,8 @@ def test_closing_branches_train_on_the_closing_turn_after_one_history(
     rows = _log(out)
     assert [r["step"] for r in rows] == [1, 2]
     assert all(r["skipped"] is None and math.isfinite(r["loss"]) for r in rows)
+    assert [r["shots_set"] for r in rows] == [0, 1]
+    assert all(0 <= r["closing_answers"] <= 2 for r in rows)
 
 
 def test_collapse_guard_stops_and_keeps_the_best_adapter(tiny_model, small_dataset, tmp_path):

@@ -87,6 +87,18 @@ class TrainConfig:
         "which train episodes become demonstrations (interrupt_bench.demonstrations.RULES; "
         "the lm-eval task's default, so training is shown what evaluation shows)",
     )
+    train_fewshot_rules: list[str] = option(
+        [],
+        "the rules whose demonstrations training shows, one set a step in turn (each rule's "
+        "sets, then the next rule's); empty: fewshot_rule's. Validation always shows "
+        "fewshot_rule's, as evaluation does. Several closing shapes (resume_and_close, "
+        "track_and_close, close_open) keep the reward from paying for copying one",
+    )
+    train_fewshot_sets: Annotated[int, Range(min=1)] = option(
+        1,
+        "demonstration sets per train_fewshot_rules rule, each picked with the next seed "
+        "(the first is evaluation's)",
+    )
     temperature: Annotated[float, Range(min=0.01)] = option(
         1.0, "sampling temperature of rollouts (log-probs use it too)"
     )
@@ -288,6 +300,12 @@ class TrainConfig:
                 "`tag_credit` with tag_credit_baseline rloo compares samples of one episode: "
                 "set samples_per_episode >= 2 or tag_credit_baseline none"
             )
+        for rule in self.train_fewshot_rules:
+            if rule not in FEWSHOT_RULES:
+                raise ConfigError(
+                    f"`train_fewshot_rules` holds {rule!r}, which is not a demonstration "
+                    f"rule; use any of {', '.join(FEWSHOT_RULES)}"
+                )
         if self.closing_branches and self.samples_per_episode < 2:
             raise ConfigError(
                 "`closing_branches` compares the closing turns of one episode: set "

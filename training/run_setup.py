@@ -69,9 +69,17 @@ def setup(cfg: TrainConfig, held: ExitStack) -> Run:
             cfg.dataset_path, cfg.dataset_config, cfg.num_fewshot, rule=cfg.fewshot_rule
         )
     )
+    train_shots = [shots]
+    if cfg.train_fewshot_rules:
+        sets = demonstrations.demonstration_sets(
+            cfg.dataset_path, cfg.dataset_config, cfg.num_fewshot,
+            cfg.train_fewshot_rules, cfg.train_fewshot_sets,
+        )  # fmt: skip
+        train_shots = [demonstrations.as_sessions(s) for s in sets]
     return Run(
         cfg, accelerator, model, tokenizer, optimizer, scheduler, train, val,
-        reward_weights(cfg), output_dir, shots, rollout_policy(cfg, accelerator, output_dir),
+        reward_weights(cfg), output_dir, shots, train_shots,
+        rollout_policy(cfg, accelerator, output_dir),
     )  # fmt: skip
 
 

@@ -53,8 +53,13 @@ class Run:
     val: list[Episode]
     weights: RewardWeights
     output_dir: Path
-    shots: list  # demonstration sessions (chat messages) before every session
+    shots: list  # demonstration sessions (chat messages) before every validation session
+    train_shots: list  # demonstration sets for training, one a step in turn (shots_at)
     vllm: Any = None  # training.vllm_policy.VllmPolicy with rollout_backend: vllm
+
+    def shots_at(self, step: int) -> list:
+        """The demonstration sessions the training sessions of ``step`` (1-based) follow."""
+        return self.train_shots[(step - 1) % len(self.train_shots)]
 
     @property
     def log_path(self) -> Path:

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from interrupt_bench.demonstrations import closed_tasks
 from interrupt_bench.episodes import Episode
 from interrupt_bench.scoring import aggregate
 from training.checkpoints import restore_best
@@ -71,7 +72,7 @@ def sample_step(run: Run, episodes: list[Episode], step: int) -> StepSamples:
             episodes if cfg.closing_branches else [e for e in episodes for _ in range(k)],
             cfg,
             seed=(cfg.seed * 1_000_003 + step) * 1009 + accelerator.process_index,
-            shots=run.shots,
+            shots=run.shots_at(step),
             vllm=run.vllm,
             closing_branches=k if cfg.closing_branches else 0,
         )
@@ -173,6 +174,9 @@ def step_record(
         # ones and deferrals (training.rewards.tag_credits)
         "tag_credit": sum(map(sum, samples.credits)) / len(scores),
         "format_rate": batch["format_rate"],
+        # tasks each closing turn answers (several are open in most sessions)
+        "closing_answers": sum(len(closed_tasks(t)) for t in transcripts) / len(transcripts),
+        "shots_set": (step - 1) % len(run.train_shots),
         "loss": sums.loss,
         "entropy": entropy_sum / sums.step_tokens,
         "kl": kl_sum / sums.step_tokens,
