@@ -27,7 +27,8 @@ PANELS = (
         "val_cut_resumption_correct",
     ),
     ("entropy", "kl"),
-    ("mean_output_length",),
+    # tokens a turn; tasks a closing turn answers (the default demonstrations close one)
+    ("mean_output_length", "closing_answers"),
 )
 SMOOTH = 10  # steps in the running mean drawn over the per-step training curves
 
