@@ -264,7 +264,7 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tiny_model, small_dataset,
         (("--baseline", "ppo"), "use one of rloo"),
         (("--samples_per_episode", "1"), "rloo` needs samples_per_episode >= 2"),
         (("--model_name_or_path", "/nonexistent/model"), "cannot load model '/nonexistent/model'"),
-        (("--train_fewshot_rules", "sideways"), "holds 'sideways', which is not a demonstration"),
+        (("--train_fewshot_rules", "sideways"), "holds 'sideways', not a demonstration rule"),
     ],
 )
 def test_bad_input_is_a_clear_error(tiny_model, small_dataset, tmp_path, extra, message):

@@ -53,9 +53,7 @@ class TrainConfig:
     dataset_path: str = option(
         "interrupt-bench/interrupt-bench", "Hub dataset id or a builder directory"
     )
-    dataset_config: str = option(
-        "default", "dataset config (see `python -m dataset_builder configs`)"
-    )
+    dataset_config: str = option("default", "dataset config (python -m dataset_builder configs)")
     output_dir: str = option("out/reinforce", "where the adapter, checkpoints and logs go")
     chat: bool = option(True, "use the model's chat template (false: plain User:/Assistant: text)")
     # REINFORCE
@@ -88,16 +86,10 @@ class TrainConfig:
         "the lm-eval task's default, so training is shown what evaluation shows)",
     )
     train_fewshot_rules: list[str] = option(
-        [],
-        "the rules whose demonstrations training shows, one set a step in turn (each rule's "
-        "sets, then the next rule's); empty: fewshot_rule's. Validation always shows "
-        "fewshot_rule's, as evaluation does. Several closing shapes (resume_and_close, "
-        "track_and_close, close_open) keep the reward from paying for copying one",
+        [], "rules whose demonstration sets training shows, one a step (empty: fewshot_rule's)"
     )
     train_fewshot_sets: Annotated[int, Range(min=1)] = option(
-        1,
-        "demonstration sets per train_fewshot_rules rule, each picked with the next seed "
-        "(the first is evaluation's)",
+        1, "sets per train_fewshot_rules rule, each with the next seed (the first: evaluation's)"
     )
     temperature: Annotated[float, Range(min=0.01)] = option(
         1.0, "sampling temperature of rollouts (log-probs use it too)"
@@ -223,9 +215,7 @@ class TrainConfig:
         "checkpoints, best/ adapter, logs and adapter first (without it such a directory "
         "is refused)",
     )
-    sample_every: Annotated[int, Range(min=1)] = option(
-        10, "write a sample transcript every N steps"
-    )
+    sample_every: Annotated[int, Range(min=1)] = option(10, "a sample transcript every N steps")
     seed: int = option(0, "seed of data order, sampling and initialisation")
     cpu_threads: Annotated[int, Range(min=0)] = option(
         0,
@@ -300,12 +290,11 @@ class TrainConfig:
                 "`tag_credit` with tag_credit_baseline rloo compares samples of one episode: "
                 "set samples_per_episode >= 2 or tag_credit_baseline none"
             )
-        for rule in self.train_fewshot_rules:
-            if rule not in FEWSHOT_RULES:
-                raise ConfigError(
-                    f"`train_fewshot_rules` holds {rule!r}, which is not a demonstration "
-                    f"rule; use any of {', '.join(FEWSHOT_RULES)}"
-                )
+        if bad := [r for r in self.train_fewshot_rules if r not in FEWSHOT_RULES]:
+            raise ConfigError(
+                f"`train_fewshot_rules` holds {bad[0]!r}, not a demonstration rule; "
+                f"use any of {', '.join(FEWSHOT_RULES)}"
+            )
         if self.closing_branches and self.samples_per_episode < 2:
             raise ConfigError(
                 "`closing_branches` compares the closing turns of one episode: set "
