@@ -212,6 +212,15 @@ def _no_train_split(k: int, why: str) -> DatasetError:
     )
 
 
+def _split_to_pick_from(path: str, config: str, k: int, split: str = "train") -> list[Episode]:
+    """The episodes ``k`` demonstrations are picked from; a split that cannot be loaded is
+    reported with the reason, before any model call."""
+    try:
+        return load_episodes(path, config, split)
+    except DatasetError as exc:
+        raise _no_train_split(k, f"missing or cannot be loaded ({exc})") from None
+
+
 def from_dataset(
     path: str,
     config: str,
@@ -220,16 +229,11 @@ def from_dataset(
     seed: int = FEWSHOT_SEED,
     rule: str = DEFAULT_RULE,
 ) -> list[Transcript]:
-    """``k`` demonstrations from a dataset's ``split`` of ``config`` (see :func:`pick`); a
-    split that cannot be loaded is reported with the reason, before any model call."""
+    """``k`` demonstrations from a dataset's ``split`` of ``config`` (see :func:`pick`)."""
     check_rule(rule)
     if k <= 0:
         return []
-    try:
-        train = load_episodes(path, config, split)
-    except DatasetError as exc:
-        raise _no_train_split(k, f"missing or cannot be loaded ({exc})") from None
-    return pick(train, k, seed, rule)
+    return pick(_split_to_pick_from(path, config, k, split), k, seed, rule)
 
 
 def demonstration_sets(
@@ -243,10 +247,7 @@ def demonstration_sets(
         check_rule(rule)
     if k <= 0:
         return [[]]
-    try:
-        train = load_episodes(path, config, "train")
-    except DatasetError as exc:
-        raise _no_train_split(k, f"missing or cannot be loaded ({exc})") from None
+    train = _split_to_pick_from(path, config, k)
     return [pick(train, k, seed + j, rule) for rule in rules for j in range(sets)]
 
 

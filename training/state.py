@@ -57,9 +57,13 @@ class Run:
     train_shots: list  # demonstration sets for training, one a step in turn (shots_at)
     vllm: Any = None  # training.vllm_policy.VllmPolicy with rollout_backend: vllm
 
+    def shots_set(self, step: int) -> int:
+        """Which of ``train_shots`` the training sessions of ``step`` (1-based) follow."""
+        return (step - 1) % len(self.train_shots)
+
     def shots_at(self, step: int) -> list:
-        """The demonstration sessions the training sessions of ``step`` (1-based) follow."""
-        return self.train_shots[(step - 1) % len(self.train_shots)]
+        """The demonstration sessions the training sessions of ``step`` follow."""
+        return self.train_shots[self.shots_set(step)]
 
     @property
     def log_path(self) -> Path:

@@ -176,7 +176,7 @@ def step_record(
         "format_rate": batch["format_rate"],
         # tasks each closing turn answers (several are open in most sessions)
         "closing_answers": sum(len(closed_tasks(t)) for t in transcripts) / len(transcripts),
-        "shots_set": (step - 1) % len(run.train_shots),
+        "shots_set": run.shots_set(step),
         "loss": sums.loss,
         "entropy": entropy_sum / sums.step_tokens,
         "kl": kl_sum / sums.step_tokens,
